@@ -1,0 +1,1 @@
+"""Data: the single-image dataparser, novel-camera sampling and the datamanager."""

@@ -1,0 +1,1 @@
+"""Guidance: frozen priors that shape the unseen views (score distillation and friends)."""

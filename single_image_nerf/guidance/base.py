@@ -1,0 +1,61 @@
+"""The guidance interface: a frozen prior that scores novel-view renders.
+
+A guidance lives outside the Model (never in a checkpoint) and is built only when training. It sees the novel-view
+renders and the cameras they came from, nothing else: anything view-dependent reads it from `cameras`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Type
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.configs.base_config import InstantiateConfig
+
+
+@dataclass
+class GuidanceContext:
+    """What a guidance may know about the scene besides the renders: built by the pipeline from the data."""
+
+    device: torch.device
+    """Device the renders live on; the guidance may keep its own weights elsewhere."""
+    reference_image: Optional[Float[Tensor, "H W 4"]] = None
+    """The reference view as RGBA in [0, 1] (alpha is the foreground mask)."""
+    reference_cameras: Optional[Cameras] = None
+    """The single reference camera."""
+    caption: Optional[str] = None
+    """Caption found beside the data (caption.txt), if any."""
+    data_dir: Optional[Path] = None
+    """Folder of the preprocessed data (where a learned token may be saved), if the data is a folder."""
+
+
+@dataclass
+class GuidanceConfig(InstantiateConfig):
+    """Base configuration of a guidance; `none` when used as is."""
+
+    _target: Type = field(default_factory=lambda: Guidance)
+    weight: float = 1.0
+    """Multiplier of the guidance loss."""
+
+
+class Guidance:
+    """A frozen prior over novel views. The base class is the `none` guidance: it contributes no loss."""
+
+    config: GuidanceConfig
+
+    def __init__(self, config: GuidanceConfig, context: GuidanceContext) -> None:
+        self.config = config
+        self.context = context
+
+    def loss(self, images: Float[Tensor, "B 3 H W"], cameras: Cameras, step: int) -> Dict[str, Tensor]:
+        """Weighted losses on novel-view renders in [0, 1] (background composited) from `cameras` at `step`."""
+        return {}
+
+    def status(self, step: int) -> Dict[str, float]:
+        """Scalars worth showing while training (for example the current timestep range)."""
+        return {}

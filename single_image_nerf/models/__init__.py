@@ -1,0 +1,1 @@
+"""Models: the coarse hash-grid radiance field and its renderer."""

@@ -1,0 +1,1 @@
+"""Preprocessing of a photo: foreground, recentring, depth and caption."""

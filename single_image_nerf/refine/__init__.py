@@ -1,0 +1,1 @@
+"""Refine stage: coarse field to Gaussians, refined with gsplat."""
