@@ -1,0 +1,15 @@
+"""Every guidance selectable from the command line, as one tyro union (`pipeline.guidance:<name>`)."""
+
+from __future__ import annotations
+
+from typing import Union
+
+import tyro
+from typing_extensions import Annotated
+
+from single_image_nerf.guidance.base import GuidanceConfig
+
+AnyGuidanceConfig = Union[
+    Annotated[GuidanceConfig, tyro.conf.subcommand("none")],
+]
+"""Add a guidance here with its subcommand name; the pipeline config's `guidance` field takes this union."""
