@@ -44,6 +44,11 @@ def focal_from_fov(fov_deg: Tensor | float, height: int) -> Tensor:
     return 0.5 * height / torch.tan(0.5 * fov)
 
 
+def fov_from_focal(focal: Tensor | float, height: int) -> Tensor:
+    """Vertical field of view (degrees) of a focal length in pixels over an image `height` pixels tall."""
+    return torch.rad2deg(2.0 * torch.atan(0.5 * height / torch.as_tensor(focal, dtype=torch.float32)))
+
+
 def wrap_degrees(angle: Tensor) -> Tensor:
     """Angles wrapped into [-180, 180)."""
     return torch.remainder(angle + 180.0, 360.0) - 180.0

@@ -1,0 +1,115 @@
+"""Datamanager: each step, reference rays (colour, mask, depth) and a batch of novel cameras on the curriculum."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Tuple, Type
+
+import torch
+
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+
+from single_image_nerf.data.camera_sampling import ViewRanges, curriculum_ranges, orbit_cameras, sample_views
+from single_image_nerf.data.dataset import SingleImageDataset
+from single_image_nerf.data.single_image_dataparser import SingleImageDataParserConfig
+from single_image_nerf.errors import UserInputError
+
+
+@dataclass
+class NovelViewConfig:
+    """Where and how the novel cameras are drawn."""
+
+    views_per_step: int = 1
+    """Novel cameras rendered at each training step."""
+    resolution: int = 64
+    """Side of the square novel-view renders, in pixels."""
+    initial_azimuth_half_width: float = 45.0
+    """Half width of the azimuth window around the reference view at the start (45: a 90 degree window)."""
+    widen_start: int = 0
+    """Step at which the azimuth window starts widening."""
+    widen_steps: int = 1000
+    """Steps over which the window widens to the full circle."""
+    elevation_range: Tuple[float, float] = (-10.0, 45.0)
+    """Elevation range of novel cameras, degrees above the XY plane."""
+    radius_range: Tuple[float, float] = (2.2, 2.8)
+    """Distance range of novel cameras from the origin."""
+    fov_range: Tuple[float, float] = (35.0, 45.0)
+    """Vertical field of view range of novel cameras, degrees."""
+    uniform_sphere: bool = True
+    """Draw directions uniformly over the sphere band (uniform in sin elevation) rather than uniform in angle."""
+    seed: int = 0
+    """Seed of the novel-camera draws; a step's cameras depend only on the seed and the step."""
+
+    def validate(self, scene_bound: float) -> None:
+        """Refuse impossible ranges with one line each."""
+        checks = [
+            (self.views_per_step >= 1, f"views per step must be at least 1, got {self.views_per_step}"),
+            (self.resolution >= 8, f"novel-view resolution must be at least 8 pixels, got {self.resolution}"),
+            (0.0 <= self.initial_azimuth_half_width <= 180.0,
+             f"initial azimuth half width must lie in [0, 180], got {self.initial_azimuth_half_width}"),
+            (self.widen_steps >= 0, f"widen steps must not be negative, got {self.widen_steps}"),
+            (-90.0 <= self.elevation_range[0] <= self.elevation_range[1] <= 90.0,
+             f"elevation range must be ordered within [-90, 90], got {self.elevation_range}"),
+            (0.0 < self.radius_range[0] <= self.radius_range[1],
+             f"radius range must be positive and ordered, got {self.radius_range}"),
+            (self.radius_range[0] > scene_bound * 3**0.5,
+             f"novel cameras must stay outside the scene box: radius range must start above "
+             f"{scene_bound * 3**0.5:.2f}, got {self.radius_range}"),
+            (0.0 < self.fov_range[0] <= self.fov_range[1] < 180.0,
+             f"fov range must be ordered within (0, 180) degrees, got {self.fov_range}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserInputError(message)
+
+    def ranges_at(self, step: int) -> ViewRanges:
+        """The curriculum's view ranges at `step`."""
+        return curriculum_ranges(step, self.initial_azimuth_half_width, self.widen_steps, self.elevation_range,
+                                 self.radius_range, self.fov_range, widen_start=self.widen_start)
+
+
+@dataclass
+class SingleImageDataManagerConfig(VanillaDataManagerConfig):
+    """Reference rays from the one image, novel cameras from the curriculum."""
+
+    _target: Type = field(default_factory=lambda: SingleImageDataManager)
+    dataparser: SingleImageDataParserConfig = field(default_factory=SingleImageDataParserConfig)
+    """The single-image dataparser."""
+    train_num_rays_per_batch: int = 1024
+    """Reference-view rays per training step."""
+    eval_num_rays_per_batch: int = 1024
+    """Reference-view rays per evaluation batch."""
+    novel_views: NovelViewConfig = field(default_factory=NovelViewConfig)
+    """How novel cameras are drawn."""
+
+
+class SingleImageDataManager(VanillaDataManager[SingleImageDataset]):
+    """VanillaDataManager over the reference view (so ns-export's point cloud and mesh paths work) plus novel cameras."""
+
+    config: SingleImageDataManagerConfig
+
+    def __init__(self, config: SingleImageDataManagerConfig, *args, **kwargs) -> None:
+        config.novel_views.validate(config.dataparser.scene_bound)
+        super().__init__(config, *args, **kwargs)
+
+    @property
+    def reference_azimuth(self) -> float:
+        """Azimuth of the reference camera, degrees."""
+        return self.config.dataparser.reference_azimuth
+
+    def novel_view_ranges(self, step: int) -> ViewRanges:
+        """The curriculum's view ranges at `step`."""
+        return self.config.novel_views.ranges_at(step)
+
+    def next_novel_cameras(self, step: int) -> Cameras:
+        """The novel cameras of `step`, reproducible from the seed and the step alone, on the datamanager's device."""
+        novel = self.config.novel_views
+        generator = torch.Generator().manual_seed(novel.seed * 1_000_003 + step)
+        azimuth, elevation, radius, fov = sample_views(
+            self.novel_view_ranges(step), novel.views_per_step, self.reference_azimuth, generator,
+            uniform_sphere=novel.uniform_sphere,
+        )
+        cameras = orbit_cameras(azimuth, elevation, radius, fov, novel.resolution, novel.resolution,
+                                reference_azimuth=self.reference_azimuth)
+        return cameras.to(self.device)

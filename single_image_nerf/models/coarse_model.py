@@ -1,0 +1,346 @@
+"""The coarse model: proposal sampling over a hash-grid field, shading modes, backgrounds and the reference losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Literal, Optional, Tuple, Type
+
+import torch
+from torch import Tensor, nn
+from torch.nn import Parameter
+
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.fields.density_fields import HashMLPDensityField
+from nerfstudio.model_components.losses import interlevel_loss, orientation_loss
+from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler, UniformSampler
+from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer
+from nerfstudio.model_components.scene_colliders import AABBBoxCollider
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colormaps
+
+from single_image_nerf.models.coarse_field import CoarseField
+from single_image_nerf.models.losses import binary_entropy, composite, normal_smoothness_2d, pearson_depth_loss
+
+Shading = Literal["albedo", "lambertian", "textureless", "normals"]
+
+
+@dataclass
+class CoarseModelConfig(ModelConfig):
+    """Coarse stage: a hash-grid radiance field fitted to the reference view and shaped by a guidance elsewhere."""
+
+    _target: Type = field(default_factory=lambda: CoarseModel)
+    implementation: Literal["tcnn", "torch"] = "tcnn"
+    """Hash grid and MLP backend: tiny-cuda-nn when installed, else nerfstudio's pure-torch grid."""
+    num_levels: int = 16
+    """Hash-grid levels of the main field."""
+    max_res: int = 512
+    """Finest hash-grid resolution of the main field."""
+    log2_hashmap_size: int = 18
+    """Log2 of the hash table size per level."""
+    hidden_dim: int = 64
+    """Width of the field's MLP."""
+    num_proposal_samples_per_ray: Tuple[int, ...] = (128, 64)
+    """Samples per ray for each proposal network."""
+    num_nerf_samples_per_ray: int = 32
+    """Samples per ray for the main field."""
+    proposal_update_every: int = 5
+    """Proposal networks are updated every this many steps after warm-up."""
+    proposal_warmup: int = 1000
+    """Steps over which the proposal update interval grows from 1 to proposal_update_every."""
+    proposal_weights_anneal_slope: float = 10.0
+    """Slope of the proposal-weight annealing."""
+    proposal_weights_anneal_max_num_iters: int = 500
+    """Steps over which the proposal weights are annealed."""
+    blob_strength: float = 5.0
+    """Strength of the initial density blob at the origin (pre-activation)."""
+    blob_radius: float = 0.5
+    """Radius of the initial density blob."""
+    background: Literal["random", "white", "learned"] = "random"
+    """Background behind the object in training renders; views for the viewer and evaluation use white (or the
+    learned one)."""
+    albedo_iters: int = 1000
+    """Steps of albedo-only rendering before shading (lambertian, textureless) begins on novel views."""
+    textureless_ratio: float = 0.2
+    """After albedo_iters, share of novel views rendered textureless (white albedo, lit)."""
+    albedo_ratio: float = 0.2
+    """After albedo_iters, share of novel views still rendered with albedo only."""
+    ambient: float = 0.1
+    """Ambient light of the lambertian and textureless shadings."""
+    rgb_loss_mult: float = 1000.0
+    """Weight of the reference-view colour loss."""
+    mask_loss_mult: float = 500.0
+    """Weight of the reference-view mask (opacity) loss."""
+    depth_loss_mult: float = 10.0
+    """Weight of the scale- and shift-invariant depth loss (used when the data has depth)."""
+    opacity_regularizer: Literal["entropy", "opacity", "none"] = "entropy"
+    """Novel-view opacity regulariser: binary entropy (solid or empty) or mean opacity (sparsity)."""
+    opacity_loss_mult: float = 1e-3
+    """Weight of the opacity regulariser."""
+    orientation_loss_mult: float = 1e-2
+    """Weight of the orientation loss (normals must not face away from the camera), once normals are rendered."""
+    normal_smoothness_loss_mult: float = 0.5
+    """Weight of the 2D smoothness of rendered normal maps on novel views, once normals are rendered."""
+    interlevel_loss_mult: float = 1.0
+    """Weight of the proposal networks' interlevel loss."""
+    seed: int = 0
+    """Seed of the model's own random draws (backgrounds, light directions, shading choices)."""
+
+
+class CoarseModel(Model):
+    """Renders albedo/shaded colour, opacity, depth and normals; computes the reference-view and novel-view losses."""
+
+    config: CoarseModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        config = self.config
+        aabb = self.scene_box.aabb
+        self.field = CoarseField(
+            aabb,
+            num_levels=config.num_levels,
+            max_res=config.max_res,
+            log2_hashmap_size=config.log2_hashmap_size,
+            hidden_dim=config.hidden_dim,
+            blob_strength=config.blob_strength,
+            blob_radius=config.blob_radius,
+            implementation=config.implementation,
+        )
+        proposal_args = [
+            {"hidden_dim": 16, "log2_hashmap_size": 17, "num_levels": 5, "max_res": 128},
+            {"hidden_dim": 16, "log2_hashmap_size": 17, "num_levels": 5, "max_res": 256},
+        ]
+        num_proposals = len(config.num_proposal_samples_per_ray)
+        self.proposal_networks = nn.ModuleList(
+            HashMLPDensityField(aabb, **proposal_args[min(i, 1)], implementation=config.implementation)
+            for i in range(num_proposals)
+        )
+
+        def update_schedule(step: int) -> float:
+            if config.proposal_warmup <= 0:
+                return float(config.proposal_update_every)
+            ramp = step / config.proposal_warmup * config.proposal_update_every
+            return float(min(max(ramp, 1.0), config.proposal_update_every))
+
+        self.proposal_sampler = ProposalNetworkSampler(
+            num_nerf_samples_per_ray=config.num_nerf_samples_per_ray,
+            num_proposal_samples_per_ray=config.num_proposal_samples_per_ray,
+            num_proposal_network_iterations=num_proposals,
+            single_jitter=True,
+            update_sched=update_schedule,
+            initial_sampler=UniformSampler(single_jitter=True),
+        )
+        self.collider = AABBBoxCollider(self.scene_box, near_plane=0.05)
+        self.renderer_accumulation = AccumulationRenderer()
+        self.renderer_depth = DepthRenderer(method="expected")
+        if config.background == "learned":
+            self.background_mlp = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 3), nn.Sigmoid())
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.viewer_shading: Shading = "albedo"
+        """Shading of renders outside training (the viewer switches it)."""
+
+    # ----------------------------------------------------------------------------------------------- training state
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        groups = {"proposal_networks": list(self.proposal_networks.parameters()), "fields": list(self.field.parameters())}
+        if self.config.background == "learned":
+            groups["fields"] += list(self.background_mlp.parameters())
+        return groups
+
+    def update_to_step(self, step: int) -> None:
+        self.step = step
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        config = self.config
+
+        def before_step(step: int) -> None:
+            self.step = step
+            fraction = min(max(step / max(config.proposal_weights_anneal_max_num_iters, 1), 0.0), 1.0)
+            slope = config.proposal_weights_anneal_slope
+            self.proposal_sampler.set_anneal(slope * fraction / ((slope - 1.0) * fraction + 1.0))
+
+        return [
+            TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], before_step, update_every_num_iters=1),
+            TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.proposal_sampler.step_cb,
+                             update_every_num_iters=1),
+        ]
+
+    # -------------------------------------------------------------------------------------------------- rendering
+    def _rand(self, *shape: int) -> Tensor:
+        return torch.rand(*shape, generator=self.generator).to(self.device)
+
+    def training_background(self, count: int) -> Tensor:
+        """One background colour for a whole batch (training), as (3,)."""
+        if self.config.background == "random":
+            return self._rand(3)
+        return torch.ones(3, device=self.device)
+
+    def choose_shading(self) -> Shading:
+        """Shading of a novel view at the current step: albedo during warm-up, then a random mix."""
+        if self.step < self.config.albedo_iters:
+            return "albedo"
+        draw = float(self._rand(1))
+        if draw < self.config.albedo_ratio:
+            return "albedo"
+        if draw < self.config.albedo_ratio + self.config.textureless_ratio:
+            return "textureless"
+        return "lambertian"
+
+    def get_outputs(self, ray_bundle: RayBundle, shading: Optional[Shading] = None,
+                    background: Optional[Tensor] = None) -> Dict[str, Tensor | List]:
+        """Render rays. Outside training the viewer's shading and a white (or learned) background are used."""
+        if shading is None:
+            shading = "albedo" if self.training else self.viewer_shading
+        ray_samples, weights_list, ray_samples_list = self.proposal_sampler(
+            ray_bundle, density_fns=[network.density_fn for network in self.proposal_networks]
+        )
+        need_normals = shading != "albedo" or (self.training and self.step >= self.config.albedo_iters
+                                               and self.config.orientation_loss_mult > 0)
+        if need_normals:
+            density, albedo, normals = self.field.forward_with_normals(ray_samples, create_graph=self.training)
+        else:
+            density, albedo = self.field.raw(ray_samples.frustums.get_positions())
+            normals = None
+        weights = ray_samples.get_weights(density)
+        weights_list.append(weights)
+        ray_samples_list.append(ray_samples)
+        accumulation = self.renderer_accumulation(weights).clamp(0.0, 1.0)
+        colour = self._shade(albedo, normals, shading, ray_bundle)
+        rgb = torch.sum(weights * colour, dim=-2)
+        if background is None:
+            background = self._default_background(ray_bundle)
+        background = background.expand_as(rgb)
+        outputs: Dict[str, Tensor | List] = {
+            "rgb": rgb + (1.0 - accumulation) * background,
+            "accumulation": accumulation,
+            "depth": self.renderer_depth(weights, ray_samples),
+            "background": background,
+        }
+        if normals is not None:
+            outputs["normals"] = torch.sum(weights * normals, dim=-2)
+            if self.training:
+                outputs["orientation"] = orientation_loss(weights.detach(), normals, ray_bundle.directions)
+        if self.training:
+            outputs["weights_list"] = weights_list
+            outputs["ray_samples_list"] = ray_samples_list
+        return outputs
+
+    def _default_background(self, ray_bundle: RayBundle) -> Tensor:
+        if self.config.background == "learned":
+            return self.background_mlp(ray_bundle.directions)
+        if self.training:
+            return self.training_background(1)
+        return torch.ones(3, device=self.device)
+
+    def _shade(self, albedo: Tensor, normals: Optional[Tensor], shading: Shading, ray_bundle: RayBundle) -> Tensor:
+        if shading == "albedo" or normals is None:
+            return albedo
+        if shading == "normals":
+            return 0.5 * (normals + 1.0)
+        # A light near the camera, jittered (DreamFusion): the shading reveals the geometry from every side.
+        light = ray_bundle.origins.reshape(-1, 3)[0] + 0.5 * torch.randn(3, generator=self.generator).to(self.device)
+        light = torch.nn.functional.normalize(light, dim=-1)
+        lambert = (normals * light).sum(-1, keepdim=True).clamp_min(0.0)
+        light_level = self.config.ambient + (1.0 - self.config.ambient) * lambert
+        if shading == "textureless":
+            return light_level.expand_as(albedo)
+        return albedo * light_level
+
+    def render_views(self, cameras: Cameras, shading: Optional[Shading] = None) -> Dict[str, Tensor]:
+        """Render whole images from `cameras` with gradients (for the guidance). Returns "rgb" as (B, 3, H, W)
+        composited on a per-image background, and "accumulation", "depth", ["normals", "orientation"] as
+        (B, H, W, C)."""
+        images: Dict[str, List[Tensor]] = {}
+        for index in range(len(cameras)):
+            bundle = cameras.generate_rays(camera_indices=index, keep_shape=True)
+            height, width = bundle.shape
+            bundle = self.collider(bundle.flatten())
+            view_shading = shading or (self.choose_shading() if self.training else self.viewer_shading)
+            background = self.training_background(1) if self.training else None
+            outputs = self.get_outputs(bundle, shading=view_shading, background=background)
+            for key in ("rgb", "accumulation", "depth", "normals", "orientation"):
+                if key in outputs:
+                    images.setdefault(key, []).append(outputs[key].reshape(height, width, -1))
+        stacked = {key: torch.stack(value) for key, value in images.items()}
+        stacked["rgb"] = stacked["rgb"].permute(0, 3, 1, 2)
+        return stacked
+
+    # ---------------------------------------------------------------------------------------------------- losses
+    @staticmethod
+    def reference_target(batch: Dict[str, Tensor], background: Tensor) -> Tuple[Tensor, Tensor]:
+        """The reference colour composited over `background`, and the mask (alpha), for the batch's rays."""
+        image = batch["image"].to(background.device)
+        alpha = image[..., 3:4]
+        return composite(image[..., :3], alpha, background), alpha
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        target, _ = self.reference_target(batch, outputs["background"])
+        mse = torch.mean((outputs["rgb"].detach() - target) ** 2)
+        return {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10))}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        """Reference-view losses: colour, mask, depth (when present), and the proposal interlevel loss."""
+        config = self.config
+        target, alpha = self.reference_target(batch, outputs["background"])
+        losses = {
+            "rgb_loss": config.rgb_loss_mult * torch.mean((outputs["rgb"] - target) ** 2),
+            "mask_loss": config.mask_loss_mult * torch.mean((outputs["accumulation"] - alpha) ** 2),
+        }
+        if "depth" in batch and config.depth_loss_mult > 0:
+            depth = batch["depth"].to(self.device)
+            losses["depth_loss"] = config.depth_loss_mult * pearson_depth_loss(
+                outputs["depth"], depth, alpha > 0.5)
+        if self.training and config.interlevel_loss_mult > 0:
+            losses["interlevel_loss"] = config.interlevel_loss_mult * interlevel_loss(
+                outputs["weights_list"], outputs["ray_samples_list"])
+        if "orientation" in outputs and config.orientation_loss_mult > 0:
+            losses["orientation_loss"] = config.orientation_loss_mult * outputs["orientation"].mean()
+        return losses
+
+    def get_novel_view_loss_dict(self, views: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Regularisers on the novel-view renders: opacity, orientation and 2D normal smoothness."""
+        config = self.config
+        losses: Dict[str, Tensor] = {}
+        if config.opacity_regularizer == "entropy" and config.opacity_loss_mult > 0:
+            losses["opacity_loss"] = config.opacity_loss_mult * binary_entropy(views["accumulation"])
+        elif config.opacity_regularizer == "opacity" and config.opacity_loss_mult > 0:
+            losses["opacity_loss"] = config.opacity_loss_mult * views["accumulation"].mean()
+        if "normals" in views:
+            if config.orientation_loss_mult > 0:
+                losses["novel_orientation_loss"] = config.orientation_loss_mult * views["orientation"].mean()
+            if config.normal_smoothness_loss_mult > 0:
+                losses["normal_smoothness_loss"] = config.normal_smoothness_loss_mult * normal_smoothness_2d(
+                    views["normals"], views["accumulation"])
+        return losses
+
+    # ------------------------------------------------------------------------------------------------- evaluation
+    def get_image_metrics_and_images(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+                                     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        background = outputs["background"].reshape(-1, 3)[0] if "background" in outputs else torch.ones(3)
+        target, alpha = self.reference_target(batch, background.to(self.device))
+        prediction = outputs["rgb"].to(self.device)
+        mse = torch.mean((prediction - target) ** 2)
+        metrics = {
+            "psnr": float(-10.0 * torch.log10(mse.clamp_min(1e-10))),
+            "mask_iou": float(((outputs["accumulation"] > 0.5) & (alpha > 0.5)).sum()
+                              / ((outputs["accumulation"] > 0.5) | (alpha > 0.5)).sum().clamp_min(1)),
+        }
+        images = {
+            "img": torch.cat([target, prediction], dim=1),
+            "accumulation": torch.cat([alpha.expand_as(prediction), colormaps.apply_colormap(outputs["accumulation"])],
+                                      dim=1),
+            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
+        }
+        return metrics, images
+
+    # ---------------------------------------------------------------------------------------- exports and refine
+    @torch.no_grad()
+    def query_density(self, positions: Tensor) -> Tensor:
+        """Density (N, 1) at world positions (N, 3)."""
+        return self.field.density_at(positions.to(self.device))
+
+    @torch.no_grad()
+    def query_albedo(self, positions: Tensor) -> Tensor:
+        """Albedo (N, 3) in [0, 1] at world positions (N, 3)."""
+        return self.field.albedo_at(positions.to(self.device))
