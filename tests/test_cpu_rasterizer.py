@@ -68,7 +68,7 @@ def reference_render(means, quats, scales, opacities, colors, viewmat, K, width,
         u, v = centre.detach().tolist()
         box = [math.floor((u - radius) / tile), math.ceil((u + radius) / tile),
                math.floor((v - radius) / tile), math.ceil((v + radius) / tile)]
-        splats.append((float(Z), centre, conic, opacities[i], colors[i], box))
+        splats.append((float(Z.detach()), centre, conic, opacities[i], colors[i], box))
     splats.sort(key=lambda s: s[0])
     for py in range(height):
         for px in range(width):
