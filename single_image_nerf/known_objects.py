@@ -311,10 +311,10 @@ class ReferenceView:
     """Azimuth of the reference camera (the object's front faces +X, azimuth 0)."""
     elevation: float = 0.0
     """Elevation of the reference camera above the XY plane."""
-    radius: float = 2.0
-    """Distance of the reference camera from the origin."""
+    radius: float = 2.5
+    """Distance of the reference camera from the origin (the dataparser's default)."""
     fov: float = 40.0
-    """Vertical field of view of the reference camera."""
+    """Vertical field of view of the reference camera (the dataparser's default)."""
     size: int = 128
     """Width and height of the reference image in pixels."""
 
@@ -349,7 +349,8 @@ def write_reference_folder(obj: KnownObject, folder: Path, view: ReferenceView =
         "elevation": view.elevation,
         "radius": view.radius,
         "fov": view.fov,
-        "depth": "z-depth in world units, 0 on the background",
+        "depth_convention": "depth",
+        "depth_note": "z-depth along the camera axis in world units, 0 on the background",
         "known_object": obj.name,
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

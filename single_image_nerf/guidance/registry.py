@@ -8,8 +8,10 @@ import tyro
 from typing_extensions import Annotated
 
 from single_image_nerf.guidance.base import GuidanceConfig
+from single_image_nerf.guidance.oracle import OracleGuidanceConfig
 
 AnyGuidanceConfig = Union[
     Annotated[GuidanceConfig, tyro.conf.subcommand("none")],
+    Annotated[OracleGuidanceConfig, tyro.conf.subcommand("oracle")],
 ]
 """Add a guidance here with its subcommand name; the pipeline config's `guidance` field takes this union."""
