@@ -1,0 +1,65 @@
+"""Helpers for tests that train through nerfstudio's real Trainer on the CPU at tiny sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+
+from single_image_nerf.method_configs import coarse_trainer_config
+
+
+def write_ball_image(path: Path, size: int = 64) -> Path:
+    """An RGBA image of a shaded, two-coloured disc on a transparent background."""
+    rows, cols = np.mgrid[:size, :size].astype(np.float32)
+    centre = (size - 1) / 2.0
+    radius = np.hypot(rows - centre, cols - centre)
+    alpha = np.clip(0.3 * size - radius + 0.5, 0.0, 1.0)
+    rgb = np.stack([0.8 * (cols < centre) + 0.1, 0.2 + 0.6 * rows / size, np.full_like(rows, 0.3)], axis=-1)
+    rgba = np.concatenate([rgb, alpha[..., None]], axis=-1)
+    Image.fromarray(np.round(rgba * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def tiny_config(data: Path, output_dir: Path, steps: int, image_size: int = 32, novel_resolution: int = 16,
+                rays: int = 512) -> TrainerConfig:
+    """The coarse method at tiny sizes on the CPU: small grid, few samples, checkpoints every 10 steps."""
+    config = coarse_trainer_config(max_steps=steps)
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.output_dir = output_dir
+    config.steps_per_save = 10
+    config.steps_per_eval_image = 10_000
+    config.logging.profiler = "none"
+    config.logging.local_writer.enable = False
+    config.load_scheduler = True
+    pipeline = config.pipeline
+    pipeline.datamanager.data = data
+    pipeline.datamanager.dataparser.image_size = image_size
+    pipeline.datamanager.train_num_rays_per_batch = rays
+    pipeline.datamanager.novel_views.resolution = novel_resolution
+    model = pipeline.model
+    model.implementation = "torch"
+    model.num_levels = 8
+    model.max_res = 128
+    model.log2_hashmap_size = 14
+    model.num_proposal_samples_per_ray = (32,)
+    model.num_nerf_samples_per_ray = 24
+    model.albedo_iters = 10_000
+    return config
+
+
+def train(config: TrainerConfig, load_dir: Optional[Path] = None) -> Trainer:
+    """Set up and run nerfstudio's Trainer as ns-train does (config saved, then train)."""
+    config.set_timestamp()
+    if load_dir is not None:
+        config.load_dir = load_dir
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.train()
+    return trainer
