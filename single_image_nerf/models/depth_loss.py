@@ -1,0 +1,61 @@
+"""Scale- and shift-invariant depth loss on the foreground: 1 - Pearson correlation (as in Make-It-3D).
+
+Monocular depth (DPT/MiDaS) is known only up to an unknown scale and shift, so the rendered depth is asked to be
+linearly correlated with it rather than equal to it. Pearson correlation is invariant to a positive scale and any
+shift of either input, so the loss is too; it is 0 for perfectly correlated inputs, 1 for uncorrelated ones and 2
+for anti-correlated ones.
+
+Conventions: `target_is_disparity=True` says the target is inverse depth (larger = nearer, DPT's output and
+meta.json's "disparity"); the target is then negated so that it grows with distance like the rendered depth. This
+is Make-It-3D's choice; it treats disparity as a linear proxy of depth, which is exact only up to first order.
+A caller that prefers the exact relation can pass the rendered inverse depth (1 / depth) as `rendered` and the
+disparity as `target` with `target_is_disparity=False`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+
+def pearson_depth_loss(
+    rendered: Float[Tensor, "*shape"],
+    target: Float[Tensor, "*shape"],
+    mask: Optional[Bool[Tensor, "*shape"]] = None,
+    target_is_disparity: bool = False,
+    eps: float = 1e-8,
+) -> Float[Tensor, ""]:
+    """1 - Pearson correlation between `rendered` and `target` over the pixels where `mask` is True.
+
+    Inputs of any matching shape (for example a batch of rays, N or N×1) are flattened. Fewer than two masked
+    pixels give 0 (no signal); a constant input gives 1 (correlation 0) with finite gradients, never NaN.
+    """
+    if rendered.shape != target.shape:
+        raise ValueError(f"rendered {tuple(rendered.shape)} and target {tuple(target.shape)} must have the same shape")
+    x = rendered.reshape(-1)
+    y = target.reshape(-1).to(x.dtype)
+    if mask is not None:
+        if mask.shape != rendered.shape:
+            raise ValueError(f"mask {tuple(mask.shape)} must have the shape of rendered {tuple(rendered.shape)}")
+        keep = mask.reshape(-1).bool()
+        x, y = x[keep], y[keep]
+    if x.numel() < 2:
+        return rendered.sum() * 0.0
+    if target_is_disparity:
+        y = -y
+    x = _centred_unit_scale(x)
+    y = _centred_unit_scale(y)
+    correlation = (x * y).sum() / torch.sqrt((x * x).sum() * (y * y).sum() + eps)
+    return 1.0 - correlation
+
+
+def _centred_unit_scale(values: Tensor) -> Tensor:
+    """Values minus their mean, divided by their largest magnitude (left at 0 when they are constant).
+
+    Rescaling before the correlation keeps `eps` negligible whatever the units of depth are.
+    """
+    centred = values - values.mean()
+    return centred / centred.detach().abs().max().clamp_min(torch.finfo(values.dtype).tiny)

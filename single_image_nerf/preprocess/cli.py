@@ -1,0 +1,123 @@
+"""Command line of preprocessing: `sin-preprocess PHOTO --output data/NAME` (also data_scripts/preprocess_image.py).
+
+Errors a user can fix (a bad photo, missing weights, an existing folder) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+from single_image_nerf.preprocess.caption import DEFAULT_CAPTION_MODEL as _CAPTION_MODEL
+from single_image_nerf.preprocess.depth import DEFAULT_DEPTH_MODEL as _DEPTH_MODEL
+from single_image_nerf.preprocess.errors import PreprocessError
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (kept separate so that its --help can be tested)."""
+    parser = argparse.ArgumentParser(
+        prog="sin-preprocess",
+        description="Turn a photo of one object into the folder `ns-train single-image-nerf --data` reads: "
+        "rgba.png (object recentred, alpha = foreground), depth.npy (+ preview), caption.txt and meta.json.",
+    )
+    parser.add_argument("photo", help="the photo (JPEG, PNG, WebP, TIFF, GIF, ...)")
+    parser.add_argument("--output", "-o", required=True, help="output folder, e.g. data/NAME")
+    parser.add_argument("--size", type=int, default=512, help="side of the square output in pixels (default 512)")
+    parser.add_argument(
+        "--border", type=float, default=0.15,
+        help="fraction of the side left empty on each side of the object (default 0.15)",
+    )
+    parser.add_argument(
+        "--mask-from", choices=("auto", "alpha", "sam", "grabcut"), default="auto",
+        help="foreground source: the photo's alpha, SAM, or OpenCV GrabCut (no weights); "
+        "auto = alpha when the photo has transparency, else SAM (default auto)",
+    )
+    parser.add_argument("--sam-model", default="vit_b", help="SAM model type: vit_b (default), vit_l or vit_h")
+    parser.add_argument("--sam-checkpoint", default=None, help="SAM checkpoint file (default: the usual caches)")
+    parser.add_argument(
+        "--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), default=None,
+        help="box around the object in pixels of the upright photo (prompts SAM or GrabCut)",
+    )
+    parser.add_argument(
+        "--points", nargs="+", metavar="X,Y[,LABEL]", default=None,
+        help="prompt points in pixels of the upright photo; LABEL 1 = object (default), 0 = background",
+    )
+    parser.add_argument(
+        "--max-hole-fraction", type=float, default=None,
+        help="fill only mask holes smaller than this fraction of its area (default: fill every hole)",
+    )
+    parser.add_argument("--no-depth", action="store_true", help="skip depth estimation")
+    parser.add_argument("--depth-model", default=_DEPTH_MODEL, help=f"DPT hub id or local folder (default {_DEPTH_MODEL})")
+    parser.add_argument("--no-caption", action="store_true", help="skip captioning")
+    parser.add_argument("--caption", default=None, metavar="TEXT", help="use this caption instead of BLIP-2")
+    parser.add_argument(
+        "--caption-model", default=_CAPTION_MODEL, help=f"BLIP-2 hub id or local folder (default {_CAPTION_MODEL})"
+    )
+    parser.add_argument("--device", default=None, help="torch device (default: a GPU if there is one, else the CPU)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def parse_points(values: Optional[Sequence[str]]) -> Tuple[Optional[Tuple[Tuple[float, float], ...]], Optional[Tuple[int, ...]]]:
+    """'X,Y[,LABEL]' strings to points and labels (None, None when there are none)."""
+    if not values:
+        return None, None
+    points: List[Tuple[float, float]] = []
+    labels: List[int] = []
+    for value in values:
+        parts = value.split(",")
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError
+            points.append((float(parts[0]), float(parts[1])))
+            label = int(parts[2]) if len(parts) == 3 else 1
+            if label not in (0, 1):
+                raise ValueError
+            labels.append(label)
+        except ValueError:
+            raise PreprocessError(f"point '{value}' is not X,Y or X,Y,LABEL with LABEL 0 or 1; e.g. --points 320,240") from None
+    return tuple(points), tuple(labels)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs preprocessing; returns the exit status (0, or 2 for an error the user can fix)."""
+    args = build_parser().parse_args(argv)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    try:
+        from single_image_nerf.preprocess.pipeline import PreprocessOptions, preprocess_image
+
+        points, labels = parse_points(args.points)
+        options = PreprocessOptions(
+            size=args.size,
+            border=args.border,
+            mask_from=args.mask_from,
+            sam_model=args.sam_model,
+            sam_checkpoint=args.sam_checkpoint,
+            box=tuple(args.box) if args.box else None,
+            points=points,
+            point_labels=labels,
+            max_hole_fraction=args.max_hole_fraction,
+            depth=not args.no_depth,
+            depth_model=args.depth_model,
+            caption=not args.no_caption,
+            caption_text=args.caption,
+            caption_model=args.caption_model,
+            device=args.device,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+        result = preprocess_image(args.photo, args.output, options)
+    except PreprocessError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+    timings = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.meta["timings_s"].items())
+    print(f"wrote {result.output_dir} ({', '.join(result.meta['files'])}; {timings})")
+    return 0
