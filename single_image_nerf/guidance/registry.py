@@ -9,9 +9,11 @@ from typing_extensions import Annotated
 
 from single_image_nerf.guidance.base import GuidanceConfig
 from single_image_nerf.guidance.oracle import OracleGuidanceConfig
+from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
 
 AnyGuidanceConfig = Union[
     Annotated[GuidanceConfig, tyro.conf.subcommand("none")],
     Annotated[OracleGuidanceConfig, tyro.conf.subcommand("oracle")],
+    Annotated[StableDiffusionGuidanceConfig, tyro.conf.subcommand("stable-diffusion")],
 ]
 """Add a guidance here with its subcommand name; the pipeline config's `guidance` field takes this union."""
