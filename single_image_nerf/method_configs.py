@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from single_image_nerf.pipeline import SingleImagePipelineConfig
 from single_image_nerf.schedulers import FloatExponentialDecaySchedulerConfig
+from single_image_nerf.trainer import SingleImageTrainerConfig
 
 
 def _field_optimizer(lr: float, max_steps: int) -> dict:
@@ -21,9 +21,9 @@ def _field_optimizer(lr: float, max_steps: int) -> dict:
     }
 
 
-def coarse_trainer_config(max_steps: int = 5000) -> TrainerConfig:
+def coarse_trainer_config(max_steps: int = 5000) -> SingleImageTrainerConfig:
     """The coarse stage: hash-grid field, reference losses and the guidance on novel views."""
-    return TrainerConfig(
+    return SingleImageTrainerConfig(
         method_name="single-image-nerf",
         steps_per_eval_batch=0,
         steps_per_eval_image=250,

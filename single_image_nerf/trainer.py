@@ -1,0 +1,92 @@
+"""nerfstudio's Trainer with checkpoints that survive a kill and resumes that finish at the configured step."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Type
+
+import torch
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.decorators import check_main_thread
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from single_image_nerf.errors import UserInputError
+
+
+@dataclass
+class SingleImageTrainerConfig(TrainerConfig):
+    """TrainerConfig whose `max_num_iterations` is the total step count, also when resuming with --load-dir."""
+
+    _target: Type = field(default_factory=lambda: SingleImageTrainer)
+
+
+def checkpoint_steps(checkpoint_dir: Path) -> list:
+    """The steps of the `step-NNNNNNNNN.ckpt` files in a folder, ascending (other files are ignored)."""
+    steps = []
+    for path in checkpoint_dir.glob("step-*.ckpt"):
+        number = path.stem[len("step-"):]
+        if number.isdigit():
+            steps.append(int(number))
+    return sorted(steps)
+
+
+class SingleImageTrainer(Trainer):
+    """Writes each checkpoint to a temporary file and renames it into place, so a run killed at any moment leaves
+    its last complete checkpoint; after loading one, trains only up to `max_num_iterations` in total."""
+
+    config: SingleImageTrainerConfig
+
+    def _load_checkpoint(self) -> None:
+        load_dir = self.config.load_dir
+        if load_dir is not None:
+            if not Path(load_dir).is_dir():
+                raise UserInputError(f"--load-dir {load_dir} is not a folder; pass the run's nerfstudio_models folder")
+            steps = checkpoint_steps(Path(load_dir))
+            if not steps:
+                raise UserInputError(f"--load-dir {load_dir} holds no step-*.ckpt checkpoint; pass the run's "
+                                     "nerfstudio_models folder")
+            if self.config.load_step is None:
+                self.config.load_step = steps[-1]
+            elif self.config.load_step not in steps:
+                raise UserInputError(f"--load-step {self.config.load_step} is not in {load_dir}; it has steps "
+                                     f"{', '.join(map(str, steps))}")
+        elif self.config.load_checkpoint is not None and not Path(self.config.load_checkpoint).is_file():
+            raise UserInputError(f"--load-checkpoint {self.config.load_checkpoint} does not exist")
+        try:
+            super()._load_checkpoint()
+        except (RuntimeError, EOFError, KeyError) as error:  # unreadable or foreign checkpoint
+            raise UserInputError(f"cannot load the checkpoint ({str(error).splitlines()[0][:160]}); pass a "
+                                 "checkpoint written by single-image-nerf with the same model settings") from None
+        if self._start_step > 0:
+            total = self.config.max_num_iterations
+            remaining = max(total - self._start_step, 0)
+            CONSOLE.print(f"Resuming at step {self._start_step}; training to step {total} ({remaining} steps left).")
+            self.config.max_num_iterations = remaining
+            self.step = self._start_step - 1  # what the final save writes when nothing is left to train
+
+    @check_main_thread
+    def save_checkpoint(self, step: int) -> None:
+        """Save the model and optimizers atomically, then delete older checkpoints if only the latest is kept."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_path = self.checkpoint_dir / f"step-{step:09d}.ckpt"
+        pipeline = self.pipeline.module if hasattr(self.pipeline, "module") else self.pipeline
+        state = {
+            "step": step,
+            "pipeline": pipeline.state_dict(),
+            "optimizers": {k: v.state_dict() for (k, v) in self.optimizers.optimizers.items()},
+            "schedulers": {k: v.state_dict() for (k, v) in self.optimizers.schedulers.items()},
+            "scalers": self.grad_scaler.state_dict(),
+        }
+        # The partial file lives beside the folder, so a resume that lists the folder never sees it.
+        partial = self.checkpoint_dir.parent / f".{ckpt_path.name}.partial"
+        with open(partial, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, ckpt_path)
+        if self.config.save_only_latest_checkpoint:
+            for old in self.checkpoint_dir.glob("step-*.ckpt"):
+                if old != ckpt_path:
+                    old.unlink()
