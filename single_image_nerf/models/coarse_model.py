@@ -21,7 +21,8 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 
 from single_image_nerf.models.coarse_field import CoarseField
-from single_image_nerf.models.losses import binary_entropy, composite, normal_smoothness_2d, pearson_depth_loss
+from single_image_nerf.models.depth_loss import pearson_depth_loss
+from single_image_nerf.models.losses import binary_entropy, composite, normal_smoothness_2d
 
 Shading = Literal["albedo", "lambertian", "textureless", "normals"]
 
@@ -290,7 +291,7 @@ class CoarseModel(Model):
         if "depth" in batch and config.depth_loss_mult > 0:
             depth = batch["depth"].to(self.device)
             losses["depth_loss"] = config.depth_loss_mult * pearson_depth_loss(
-                outputs["depth"], depth, alpha > 0.5)
+                outputs["depth"], depth, (alpha > 0.5) & torch.isfinite(depth))
         if self.training and config.interlevel_loss_mult > 0:
             losses["interlevel_loss"] = config.interlevel_loss_mult * interlevel_loss(
                 outputs["weights_list"], outputs["ray_samples_list"])

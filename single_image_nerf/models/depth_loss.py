@@ -28,10 +28,10 @@ def pearson_depth_loss(
     target_is_disparity: bool = False,
     eps: float = 1e-8,
 ) -> Float[Tensor, ""]:
-    """1 - Pearson correlation between `rendered` and `target` over the pixels where `mask` is True.
+    """1 - Pearson correlation between `rendered` and `target` over the pixels where `mask` is True and both are finite.
 
     Inputs of any matching shape (for example a batch of rays, N or N×1) are flattened. Fewer than two masked
-    pixels give 0 (no signal); a constant input gives 1 (correlation 0) with finite gradients, never NaN.
+    pixels give 0 (no signal); a constant input gives 1 (correlation 0) and zero gradients, never NaN.
     """
     if rendered.shape != target.shape:
         raise ValueError(f"rendered {tuple(rendered.shape)} and target {tuple(target.shape)} must have the same shape")
@@ -42,20 +42,26 @@ def pearson_depth_loss(
             raise ValueError(f"mask {tuple(mask.shape)} must have the shape of rendered {tuple(rendered.shape)}")
         keep = mask.reshape(-1).bool()
         x, y = x[keep], y[keep]
+    finite = torch.isfinite(x) & torch.isfinite(y)
+    x, y = x[finite], y[finite]
     if x.numel() < 2:
         return rendered.sum() * 0.0
     if target_is_disparity:
         y = -y
     x = _centred_unit_scale(x)
     y = _centred_unit_scale(y)
-    correlation = (x * y).sum() / torch.sqrt((x * x).sum() * (y * y).sum() + eps)
+    variances = (x * x).sum() * (y * y).sum()
+    correlation = torch.where(variances > eps, (x * y).sum() / torch.sqrt(variances.clamp_min(eps)), 0.0)
     return 1.0 - correlation
 
 
 def _centred_unit_scale(values: Tensor) -> Tensor:
-    """Values minus their mean, divided by their largest magnitude (left at 0 when they are constant).
+    """Values minus their mean, divided by their largest deviation (all 0 when they are constant).
 
-    Rescaling before the correlation keeps `eps` negligible whatever the units of depth are.
+    After this, a non-constant input has a sum of squares of at least 1, so `eps` never biases the correlation.
+    The divisor is detached (Pearson correlation does not depend on it) and floored at a millionth of the mean
+    magnitude, so that inputs constant up to rounding get small gradients instead of huge ones.
     """
     centred = values - values.mean()
-    return centred / centred.detach().abs().max().clamp_min(torch.finfo(values.dtype).tiny)
+    floor = 1e-6 * values.detach().abs().mean() + 1e-12
+    return centred / torch.maximum(centred.detach().abs().max(), floor)

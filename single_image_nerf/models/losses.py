@@ -23,17 +23,3 @@ def normal_smoothness_2d(normals: Tensor, accumulation: Tensor) -> Tensor:
     dx = (normals[:, :, 1:] - normals[:, :, :-1]).abs().sum(-1) * (accumulation[:, :, 1:, 0] * accumulation[:, :, :-1, 0])
     dy = (normals[:, 1:] - normals[:, :-1]).abs().sum(-1) * (accumulation[:, 1:, :, 0] * accumulation[:, :-1, :, 0])
     return 0.5 * (dx.mean() + dy.mean())
-
-
-def pearson_depth_loss(rendered: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """1 - Pearson correlation between rendered and target depth over the masked, finite pixels.
-    Invariant to the scale and shift of either depth (Make-It-3D's depth prior); zero when fewer than two pixels."""
-    valid = mask.reshape(-1) & torch.isfinite(target.reshape(-1)) & torch.isfinite(rendered.reshape(-1))
-    if int(valid.sum()) < 2:
-        return rendered.sum() * 0.0
-    x = rendered.reshape(-1)[valid]
-    y = target.reshape(-1)[valid]
-    x = x - x.mean()
-    y = y - y.mean()
-    denominator = torch.sqrt((x * x).sum() * (y * y).sum()).clamp_min(1e-8)
-    return 1.0 - (x * y).sum() / denominator
