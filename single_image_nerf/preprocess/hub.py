@@ -16,8 +16,15 @@ def load_pretrained(loader: Callable[..., Any], model_id: str, what: str, flag: 
     try:
         return loader(model_id, **kwargs)
     except (OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = _first_sentence(error)
         raise PreprocessError(
             f"cannot load the {what} model '{model_id}' ({reason}); run once with network to download it, "
             f"or pass a local folder with {flag} PATH, or skip this step with {skip_flag}"
         ) from None
+
+
+def _first_sentence(error: BaseException, limit: int = 160) -> str:
+    """The first sentence of an exception's message, shortened, for one-line errors."""
+    text = " ".join(str(error).split())
+    sentence = text.split(". ")[0].rstrip(".") if text else type(error).__name__
+    return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."

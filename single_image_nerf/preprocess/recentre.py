@@ -83,8 +83,17 @@ def square_crop(bbox: Tuple[int, int, int, int], border: float, size: int) -> Sq
 
 
 def recentre(rgb: np.ndarray, alpha: np.ndarray, border: float, size: int) -> Tuple[np.ndarray, SquareCrop]:
-    """size×size×4 uint8 RGBA of the object centred with `border`, from H×W×3 colour and H×W uint8 alpha."""
+    """size×size×4 uint8 RGBA of the object centred with `border`, from H×W×3 colour and H×W uint8 alpha.
+
+    Colour is resampled premultiplied by alpha, so edge pixels keep the object's colour instead of picking up the
+    photo's background (no dark or coloured fringes); fully transparent pixels come out black.
+    """
     crop = square_crop(mask_bbox(alpha > 0), border, size)
-    colour = crop.apply(rgb, upscale="cubic")
-    opacity = crop.apply(alpha, upscale="linear")
+    weight = alpha.astype(np.uint16)[..., None]
+    premultiplied = np.dstack([rgb.astype(np.uint16) * weight, weight * 257])  # 16 bits: exact up to 255·255
+    resampled = crop.apply(premultiplied, upscale="linear").astype(np.float32)
+    coverage = resampled[..., 3:] / 257.0
+    opacity = np.clip(np.round(coverage[..., 0]), 0, 255).astype(np.uint8)
+    colour = resampled[..., :3] / np.maximum(coverage, 1e-3)
+    colour = np.where(opacity[..., None] > 0, np.clip(np.round(colour), 0, 255), 0).astype(np.uint8)
     return np.dstack([colour, opacity]), crop
