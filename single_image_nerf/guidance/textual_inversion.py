@@ -11,7 +11,7 @@ data as `token.bin` ({token: embedding}, the format of diffusers' `load_textual_
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -237,5 +237,6 @@ def textual_inversion(data: Path, config: TextualInversionConfig, device: Option
     rgba, folder = reference_rgba(data)
     parts = load_stable_diffusion(config.model_path, device, dtype, flag="--model-path")
     embedding = learn_token(rgba, config, parts, device)
-    meta = {key: value for key, value in asdict(config).items() if key not in ("token", "progress")}
+    meta = {item.name: getattr(config, item.name) for item in fields(TextualInversionConfig)
+            if item.name not in ("token", "progress")}
     return save_token(output or folder, config.token, embedding, meta)
