@@ -12,8 +12,9 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from single_image_nerf.data.camera_sampling import fov_from_focal, orbit_cameras, pose_angles
 from single_image_nerf.data.datamanager import SingleImageDataManager, SingleImageDataManagerConfig
-from single_image_nerf.guidance.base import Guidance, GuidanceConfig, GuidanceContext
+from single_image_nerf.guidance.base import Guidance, GuidanceContext
 from single_image_nerf.guidance.registry import AnyGuidanceConfig
+from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
 from single_image_nerf.models.coarse_model import CoarseModelConfig
 
 NOVEL_PREVIEW_AZIMUTHS = (90.0, 180.0)
@@ -29,8 +30,9 @@ class SingleImagePipelineConfig(VanillaPipelineConfig):
     """Reference rays and novel cameras."""
     model: CoarseModelConfig = field(default_factory=CoarseModelConfig)
     """The coarse radiance field."""
-    guidance: AnyGuidanceConfig = field(default_factory=GuidanceConfig)
-    """The prior on novel views (`none` fits the reference view alone)."""
+    guidance: AnyGuidanceConfig = field(default_factory=StableDiffusionGuidanceConfig)
+    """The prior on novel views: stable-diffusion (score distillation, the default), oracle (a known object, for
+    tests) or none (fits the reference view alone)."""
 
 
 class SingleImagePipeline(VanillaPipeline):

@@ -10,6 +10,7 @@ from PIL import Image
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
+from single_image_nerf.guidance.base import GuidanceConfig
 from single_image_nerf.method_configs import coarse_trainer_config
 
 
@@ -27,7 +28,8 @@ def write_ball_image(path: Path, size: int = 64) -> Path:
 
 def tiny_config(data: Path, output_dir: Path, steps: int, image_size: int = 32, novel_resolution: int = 16,
                 rays: int = 512) -> TrainerConfig:
-    """The coarse method at tiny sizes on the CPU: small grid, few samples, checkpoints every 10 steps."""
+    """The coarse method at tiny sizes on the CPU without a prior: small grid, few samples, checkpoints every 10
+    steps (set `config.pipeline.guidance` for another prior)."""
     config = coarse_trainer_config(max_steps=steps)
     config.machine.device_type = "cpu"
     config.vis = "tensorboard"
@@ -39,6 +41,7 @@ def tiny_config(data: Path, output_dir: Path, steps: int, image_size: int = 32, 
     config.load_scheduler = True
     pipeline = config.pipeline
     pipeline.datamanager.data = data
+    pipeline.guidance = GuidanceConfig()
     pipeline.datamanager.dataparser.image_size = image_size
     pipeline.datamanager.train_num_rays_per_batch = rays
     pipeline.datamanager.novel_views.resolution = novel_resolution

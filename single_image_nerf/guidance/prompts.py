@@ -61,7 +61,8 @@ def resolve_prompt(
     if caption and caption.strip():
         return caption.strip()
     raise PromptMissingError(
-        "the stable-diffusion guidance needs a prompt: pass --pipeline.guidance.prompt 'a photo of ...', or "
+        "the stable-diffusion guidance needs a prompt: pass pipeline.guidance:stable-diffusion "
+        "--pipeline.guidance.prompt 'a photo of ...', or "
         "preprocess the image (data_scripts/preprocess_image.py writes caption.txt), or learn a token with "
         "data_scripts/textual_inversion.py"
     )

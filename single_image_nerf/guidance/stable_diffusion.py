@@ -26,7 +26,7 @@ from single_image_nerf.guidance.clip_guidance import ClipGuidanceConfig
 from single_image_nerf.guidance.loading import GuidanceUnavailableError  # noqa: F401  (re-exported for callers)
 from single_image_nerf.guidance.prompts import VIEWS, relative_view_angles, resolve_prompt, view_indices
 
-MODEL_PATH_FLAG = "--pipeline.guidance.model-path"
+MODEL_PATH_FLAG = "pipeline.guidance:stable-diffusion --pipeline.guidance.model-path"
 """The command-line option that points the guidance at a local folder (named in errors)."""
 
 
