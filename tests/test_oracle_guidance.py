@@ -56,3 +56,16 @@ def test_selectable_from_the_command_line():
     parsed = tyro.cli(Holder, args=["guidance:oracle", "--guidance.known-object", "box", "--guidance.weight", "2"])
     assert isinstance(parsed.guidance, OracleGuidanceConfig)
     assert parsed.guidance.known_object == "box" and parsed.guidance.weight == 2.0
+
+
+def test_none_is_selectable_when_the_default_is_another_guidance():
+    from single_image_nerf.guidance.base import NoGuidanceConfig
+    from single_image_nerf.pipeline import SingleImagePipelineConfig
+
+    @dataclass
+    class Holder:
+        guidance: AnyGuidanceConfig = field(default_factory=SingleImagePipelineConfig().guidance.__class__)
+
+    parsed = tyro.cli(Holder, args=["guidance:none"])
+    assert type(parsed.guidance) is NoGuidanceConfig
+    assert type(tyro.cli(Holder, args=[]).guidance) is type(SingleImagePipelineConfig().guidance)

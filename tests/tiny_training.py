@@ -10,7 +10,7 @@ from PIL import Image
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
-from single_image_nerf.guidance.base import GuidanceConfig
+from single_image_nerf.guidance.base import NoGuidanceConfig
 from single_image_nerf.method_configs import coarse_trainer_config
 
 
@@ -41,7 +41,7 @@ def tiny_config(data: Path, output_dir: Path, steps: int, image_size: int = 32, 
     config.load_scheduler = True
     pipeline = config.pipeline
     pipeline.datamanager.data = data
-    pipeline.guidance = GuidanceConfig()
+    pipeline.guidance = NoGuidanceConfig()
     pipeline.datamanager.dataparser.image_size = image_size
     pipeline.datamanager.train_num_rays_per_batch = rays
     pipeline.datamanager.novel_views.resolution = novel_resolution

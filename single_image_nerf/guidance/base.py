@@ -43,6 +43,13 @@ class GuidanceConfig(InstantiateConfig):
     """Multiplier of the guidance loss."""
 
 
+@dataclass
+class NoGuidanceConfig(GuidanceConfig):
+    """No prior: the novel views get only the model's regularisers (`pipeline.guidance:none`).
+
+    A class of its own, so that command-line selection never mistakes another guidance for it."""
+
+
 class Guidance:
     """A frozen prior over novel views. The base class is the `none` guidance: it contributes no loss."""
 

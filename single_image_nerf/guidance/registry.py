@@ -7,12 +7,12 @@ from typing import Union
 import tyro
 from typing_extensions import Annotated
 
-from single_image_nerf.guidance.base import GuidanceConfig
+from single_image_nerf.guidance.base import NoGuidanceConfig
 from single_image_nerf.guidance.oracle import OracleGuidanceConfig
 from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
 
 AnyGuidanceConfig = Union[
-    Annotated[GuidanceConfig, tyro.conf.subcommand("none")],
+    Annotated[NoGuidanceConfig, tyro.conf.subcommand("none")],
     Annotated[OracleGuidanceConfig, tyro.conf.subcommand("oracle")],
     Annotated[StableDiffusionGuidanceConfig, tyro.conf.subcommand("stable-diffusion")],
 ]
