@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Tuple, Type
+from typing import Dict, Optional, Tuple, Type
 
 import torch
 
 from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 
-from single_image_nerf.data.camera_sampling import ViewRanges, curriculum_ranges, orbit_cameras, sample_views
+from single_image_nerf.data.camera_sampling import ViewRanges, curriculum_ranges, fov_from_focal, orbit_cameras, \
+    pose_angles, sample_views
 from single_image_nerf.data.dataset import SingleImageDataset
 from single_image_nerf.data.single_image_dataparser import SingleImageDataParserConfig
 from single_image_nerf.errors import UserInputError
@@ -92,6 +94,37 @@ class SingleImageDataManager(VanillaDataManager[SingleImageDataset]):
     def __init__(self, config: SingleImageDataManagerConfig, *args, **kwargs) -> None:
         config.novel_views.validate(config.dataparser.scene_bound)
         super().__init__(config, *args, **kwargs)
+        self._orbit_generator: Optional[torch.Generator] = None
+
+    def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
+        """Training: reference-view rays and their targets. Outside training (`ns-export pointcloud` and `poisson`
+        sample the scene through this call): rays from orbit cameras all around the object and an empty batch, so
+        that exported points cover every side rather than only the photographed one."""
+        if self.test_mode == "val":
+            return super().next_train(step)
+        self.train_count += 1
+        sampler = getattr(self, "train_pixel_sampler", None)
+        count = sampler.num_rays_per_batch if sampler is not None else self.config.train_num_rays_per_batch
+        return self.orbit_rays(count), {}
+
+    def orbit_rays(self, count: int, num_cameras: int = 64) -> RayBundle:
+        """`count` rays through random pixels of `num_cameras` random cameras spread uniformly over the sphere, at
+        the reference camera's radius, field of view and resolution (a generator of its own, seeded from the config)."""
+        if self._orbit_generator is None:
+            self._orbit_generator = torch.Generator().manual_seed(self.config.novel_views.seed)
+        generator = self._orbit_generator
+        reference = self.train_dataparser_outputs.cameras[0:1]
+        _, _, radius = pose_angles(reference.camera_to_worlds)
+        height, width = int(reference.height.reshape(-1)[0]), int(reference.width.reshape(-1)[0])
+        fov = fov_from_focal(reference.fy.reshape(-1)[0], height)
+        azimuth = 360.0 * torch.rand(num_cameras, generator=generator)
+        elevation = torch.rad2deg(torch.asin(2.0 * torch.rand(num_cameras, generator=generator) - 1.0))
+        cameras = orbit_cameras(azimuth, elevation, radius.reshape(-1).expand(num_cameras), fov.expand(num_cameras),
+                                width, height, reference_azimuth=self.reference_azimuth)
+        indices = torch.randint(num_cameras, (count, 1), generator=generator)
+        coords = torch.rand(count, 2, generator=generator) * torch.tensor([float(height), float(width)])
+        bundle = cameras.generate_rays(camera_indices=indices, coords=coords)
+        return bundle.to(self.device)
 
     @property
     def reference_azimuth(self) -> float:

@@ -141,6 +141,9 @@ class CoarseModel(Model):
         self.step = 0
         self.viewer_shading: Shading = "albedo"
         """Shading of renders outside training (the viewer switches it)."""
+        self.eval_normals = True
+        """Render normals outside training too (shown by the viewer, read by `ns-export --normal-method
+        model_output`); a caller that wants colour alone (a turntable) may switch them off to halve the cost."""
 
     # ----------------------------------------------------------------------------------------------- training state
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
@@ -198,6 +201,7 @@ class CoarseModel(Model):
         )
         need_normals = shading != "albedo" or (self.training and self.step >= self.config.albedo_iters
                                                and self.config.orientation_loss_mult > 0)
+        need_normals = need_normals or (not self.training and self.eval_normals)
         if need_normals:
             density, albedo, normals = self.field.forward_with_normals(ray_samples, create_graph=self.training)
         else:
@@ -219,7 +223,8 @@ class CoarseModel(Model):
             "background": background,
         }
         if normals is not None:
-            outputs["normals"] = torch.sum(weights * normals, dim=-2)
+            # nerfstudio's convention for a "normals" output (its viewer and exporters read it): mapped to [0, 1].
+            outputs["normals"] = 0.5 * (torch.sum(weights * normals, dim=-2) + 1.0)
             if self.training:
                 outputs["orientation"] = orientation_loss(weights.detach(), normals, ray_bundle.directions)
         if self.training:
@@ -312,10 +317,20 @@ class CoarseModel(Model):
                 losses["novel_orientation_loss"] = config.orientation_loss_mult * views["orientation"].mean()
             if config.normal_smoothness_loss_mult > 0:
                 losses["normal_smoothness_loss"] = config.normal_smoothness_loss_mult * normal_smoothness_2d(
-                    views["normals"], views["accumulation"])
+                    2.0 * views["normals"] - 1.0, views["accumulation"])
         return losses
 
     # ------------------------------------------------------------------------------------------------- evaluation
+    def get_rgba_image(self, outputs: Dict[str, Tensor], output_name: str = "rgb") -> Tensor:
+        """Straight (not premultiplied) colour and opacity (..., 4): the render with its background taken back out.
+        `ns-export pointcloud`/`poisson` keep the points whose opacity exceeds one half."""
+        rgb = outputs[output_name]
+        accumulation = outputs[output_name.replace("rgb", "accumulation")].reshape(rgb.shape[:-1] + (1,))
+        background = outputs.get("background", torch.ones_like(rgb))
+        premultiplied = rgb - (1.0 - accumulation) * background.expand_as(rgb)
+        straight = (premultiplied / accumulation.clamp_min(1e-6)).clamp(0.0, 1.0)
+        return torch.cat([straight, accumulation], dim=-1)
+
     def get_image_metrics_and_images(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
                                      ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
         background = outputs["background"].reshape(-1, 3)[0] if "background" in outputs else torch.ones(3)
