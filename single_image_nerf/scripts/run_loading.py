@@ -1,0 +1,101 @@
+"""Loading a trained run for the export commands, with one-line errors for the usual mistakes.
+
+A wrong path, a file that is not a nerfstudio config.yml, a run without checkpoints, or a run of a method the command
+cannot use: each is refused before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Tuple
+
+from single_image_nerf.errors import UserInputError
+
+COARSE_METHOD = "single-image-nerf"
+"""Method name of the coarse stage (written into every coarse run's config.yml)."""
+
+
+def read_run_config(path: Path) -> Any:
+    """The TrainerConfig stored in a run's config.yml (no model is built)."""
+    import yaml
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"no run config at {path}: pass the config.yml of a training run "
+                             f"(outputs/<name>/<method>/<time>/config.yml)")
+    try:
+        config = yaml.load(path.read_text(), Loader=yaml.Loader)
+    except Exception as error:  # any YAML or unpickling failure means the same thing to the user
+        raise UserInputError(f"{path} is not a readable nerfstudio config.yml ({type(error).__name__}: "
+                             f"{str(error).splitlines()[0] if str(error) else 'unreadable'})") from None
+    if not isinstance(config, TrainerConfig):
+        raise UserInputError(f"{path} is not a nerfstudio run config (config.yml written by ns-train)")
+    return config
+
+
+def model_class(config: Any) -> type:
+    """The model class a run config builds."""
+    return config.pipeline.model._target
+
+
+def is_coarse_run(config: Any) -> bool:
+    """Whether the run's model is the coarse stage's density field (or a subclass of it)."""
+    from single_image_nerf.models.coarse_model import CoarseModel
+
+    target = model_class(config)
+    return isinstance(target, type) and issubclass(target, CoarseModel)
+
+
+def is_splat_run(config: Any) -> bool:
+    """Whether the run's model is a SplatfactoModel (the refine stage, or splatfacto itself)."""
+    try:
+        from nerfstudio.models.splatfacto import SplatfactoModel
+    except ImportError:
+        return False
+    target = model_class(config)
+    return isinstance(target, type) and issubclass(target, SplatfactoModel)
+
+
+def check_checkpoint(config: Any, path: Path) -> None:
+    """Refuse a run whose checkpoint folder holds no checkpoint."""
+    checkpoint_dir = config.get_checkpoint_dir()
+    if not checkpoint_dir.is_dir() or not any(checkpoint_dir.glob("step-*.ckpt")):
+        raise UserInputError(f"the run {path} has no checkpoint in {checkpoint_dir}: train it first "
+                             f"(or point at the config.yml next to its nerfstudio_models folder)")
+
+
+def load_pipeline(path: Path, config: Any = None) -> Tuple[Any, Any]:
+    """(config, pipeline in eval mode) of a run, through nerfstudio's eval_setup in inference mode (no images,
+    no guidance, no diffusion weights)."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    config = config if config is not None else read_run_config(path)
+    check_checkpoint(config, Path(path))
+    _, pipeline, _, _ = eval_setup(Path(path), test_mode="inference")
+    return config, pipeline
+
+
+def check_output(path: Path, overwrite: bool, suffixes: Tuple[str, ...]) -> Path:
+    """Validate an output file before any work: a known suffix, no silent overwrite, a writable folder."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise UserInputError(f"cannot write {path}: the output must end in one of {', '.join(suffixes)}")
+    if path.exists() and not overwrite:
+        raise UserInputError(f"{path} already exists: pass --overwrite to replace it")
+    if path.is_dir():
+        raise UserInputError(f"{path} is a folder, not a file")
+    check_writable_folder(path.parent)
+    return path
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Create `folder` if needed and refuse it with one line when it cannot be written."""
+    folder = Path(folder) if str(folder) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserInputError(f"cannot create the output folder {folder}: {error.strerror or error}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserInputError(f"cannot write to the output folder {folder}: permission denied")
