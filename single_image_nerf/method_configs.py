@@ -10,6 +10,7 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from single_image_nerf.pipeline import SingleImagePipelineConfig
+from single_image_nerf.refine.pipeline import RefinePipelineConfig
 from single_image_nerf.schedulers import FloatExponentialDecaySchedulerConfig
 from single_image_nerf.trainer import SingleImageTrainerConfig
 
@@ -45,4 +46,44 @@ def coarse_trainer_config(max_steps: int = 5000) -> SingleImageTrainerConfig:
 coarse_method = MethodSpecification(
     config=coarse_trainer_config(),
     description="Single-image 360° reconstruction, coarse stage: hash-grid NeRF + score distillation.",
+)
+
+
+def _gaussian_optimizers(max_steps: int) -> dict:
+    """splatfacto's learning rates; the means decay a hundredfold over the run."""
+    constant = {"features_dc": 0.0025, "features_rest": 0.0025 / 20, "opacities": 0.05, "scales": 0.005,
+                "quats": 0.001}
+    optimizers = {
+        "means": {
+            "optimizer": AdamOptimizerConfig(lr=1.6e-4, eps=1e-15),
+            "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=max_steps),
+        },
+    }
+    for name, lr in constant.items():
+        optimizers[name] = {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": None}
+    return optimizers
+
+
+def refine_trainer_config(max_steps: int = 2000) -> SingleImageTrainerConfig:
+    """The refine stage: Gaussians seeded from a coarse run, the same reference losses and guidance."""
+    return SingleImageTrainerConfig(
+        method_name="single-image-refine",
+        steps_per_eval_batch=0,
+        steps_per_eval_image=250,
+        steps_per_eval_all_images=0,
+        steps_per_save=250,
+        save_only_latest_checkpoint=True,
+        max_num_iterations=max_steps,
+        mixed_precision=False,
+        pipeline=RefinePipelineConfig(),
+        optimizers=_gaussian_optimizers(max_steps),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 14),
+        vis="viewer",
+    )
+
+
+refine_method = MethodSpecification(
+    config=refine_trainer_config(),
+    description="Single-image 360° reconstruction, refine stage: Gaussians seeded from a coarse run, refined with "
+    "gsplat (--pipeline.model.coarse-config <coarse run>/config.yml).",
 )

@@ -21,6 +21,13 @@ class SingleImageTrainerConfig(TrainerConfig):
 
     _target: Type = field(default_factory=lambda: SingleImageTrainer)
 
+    def set_experiment_name(self) -> None:
+        """As nerfstudio does, except that a pipeline config that knows a better name (the refine stage's, whose data
+        comes from the coarse run) names the experiment."""
+        if self.experiment_name is None and hasattr(self.pipeline, "experiment_name"):
+            self.experiment_name = self.pipeline.experiment_name()
+        super().set_experiment_name()
+
 
 def checkpoint_steps(checkpoint_dir: Path) -> list:
     """The steps of the `step-NNNNNNNNN.ckpt` files in a folder, ascending (other files are ignored)."""

@@ -1,0 +1,65 @@
+"""The refine stage's pipeline: the single-image pipeline (reference losses, novel views, guidance) over the refine
+datamanager and the Gaussian model, with the data and the seeds taken from the coarse run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Type
+
+import torch
+
+from nerfstudio.utils.rich_utils import CONSOLE
+
+from single_image_nerf.pipeline import SingleImagePipeline, SingleImagePipelineConfig
+from single_image_nerf.refine.coarse_run import load_coarse_pipeline, read_coarse_config
+from single_image_nerf.refine.datamanager import RefineDataManagerConfig
+from single_image_nerf.refine.splat_model import RefineSplatModel, RefineSplatModelConfig
+
+
+@dataclass
+class RefinePipelineConfig(SingleImagePipelineConfig):
+    """Refine stage: Gaussians seeded from a coarse run, fitted to the reference view, guided on novel views."""
+
+    _target: Type = field(default_factory=lambda: RefinePipeline)
+    datamanager: RefineDataManagerConfig = field(default_factory=RefineDataManagerConfig)
+    """The reference camera with its whole image, and novel cameras."""
+    model: RefineSplatModelConfig = field(default_factory=RefineSplatModelConfig)
+    """The Gaussians."""
+
+    def experiment_name(self) -> Optional[str]:
+        """Without --data, the coarse run's experiment name (so the refine run lands beside it); else None."""
+        if self.datamanager.data is None and self.model.coarse_config is not None:
+            return read_coarse_config(self.model.coarse_config).experiment_name
+        return None
+
+    def setup(self, **kwargs) -> Any:
+        """Without --data, take the data and its dataparser settings from the coarse run, then build the pipeline."""
+        if self.datamanager.data is None:
+            coarse = read_coarse_config(self.model.coarse_config)
+            self.datamanager.data = coarse.pipeline.datamanager.data
+            self.datamanager.dataparser = coarse.pipeline.datamanager.dataparser
+        return super().setup(**kwargs)
+
+
+class RefinePipeline(SingleImagePipeline):
+    """SingleImagePipeline whose model is seeded from the coarse run's field when training. Outside training (viewer,
+    exports) the Gaussians come from the checkpoint alone and the coarse run is not loaded."""
+
+    config: RefinePipelineConfig
+    model: RefineSplatModel
+
+    def __init__(self, config: RefinePipelineConfig, device: str, test_mode: str = "val", **kwargs: Any) -> None:
+        super().__init__(config, device, test_mode=test_mode, **kwargs)
+        if test_mode == "val":
+            self.seed_from_coarse_run()
+
+    def seed_from_coarse_run(self) -> None:
+        """Load the coarse run on the training device, seed the Gaussians from its field, and let it go."""
+        model_config = self.config.model
+        coarse = load_coarse_pipeline(model_config.coarse_config, self.device, data=self.config.datamanager.data)
+        seeds = self.model.seed_from_coarse_model(coarse.model)
+        del coarse
+        if torch.device(self.device).type == "cuda":
+            torch.cuda.empty_cache()
+        CONSOLE.print(f"Seeded {len(seeds)} Gaussians from {model_config.coarse_config} "
+                      f"(density level {model_config.seed_density_level}).")

@@ -1,0 +1,337 @@
+"""The refine stage's model: splatfacto's Gaussians (same parameter names, so `ns-export gaussian-splat` and the viewer
+treat it as splatfacto) seeded from the coarse field, rendered through `cpu_rasterizer.rasterize` (gsplat's CUDA
+kernels on a GPU, the dense torch path elsewhere), with the coarse stage's reference losses and novel-view renders
+for the guidance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+
+import torch
+from gsplat.strategy import DefaultStrategy
+from torch import Tensor
+from torch.nn import Parameter
+
+from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.scene_box import OrientedBox
+from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig, num_sh_bases
+from nerfstudio.utils import colormaps
+
+from single_image_nerf.models.depth_loss import pearson_depth_loss
+from single_image_nerf.models.losses import binary_entropy, composite
+from single_image_nerf.refine.cpu_rasterizer import rasterize
+from single_image_nerf.refine.nerf_to_gaussians import GaussianSeeds, seeds_from_model
+
+
+@dataclass
+class RefineSplatModelConfig(SplatfactoModelConfig):
+    """Refine stage: splatfacto's Gaussians seeded from a coarse run, fitted to the reference view and guided elsewhere."""
+
+    _target: Type = field(default_factory=lambda: RefineSplatModel)
+    coarse_config: Optional[Path] = None
+    """config.yml of the coarse (single-image-nerf) run whose field seeds the Gaussians; its data is used unless
+    --data is given."""
+    seed_num_points: int = 5000
+    """Gaussians seeded on the coarse density's level set."""
+    seed_density_level: float = 10.0
+    """Density level whose surface carries the seeds."""
+    seed_grid_resolution: int = 128
+    """Resolution of the density grid the level set is extracted from (marching cubes)."""
+    seed_opacity: float = 0.5
+    """Initial opacity of every seed."""
+    seed_scale_multiplier: float = 1.0
+    """Seed scales are this times the mean distance to the 3 nearest seeds."""
+    seed: int = 0
+    """Seed of the model's own random draws (seed positions, training backgrounds)."""
+    rasterizer: Literal["auto", "gsplat", "torch"] = "auto"
+    """Rasteriser: auto (gsplat's CUDA kernels on a GPU, the dense pure-torch path on a CPU), or force one."""
+    warmup_length: int = 100
+    """Steps before densification and pruning start."""
+    num_downscales: int = 0
+    """Unused by the refine stage: renders are always at the reference and novel-view resolutions."""
+    rgb_loss_mult: float = 1000.0
+    """Weight of the reference-view colour loss (as in the coarse stage)."""
+    mask_loss_mult: float = 500.0
+    """Weight of the reference-view mask (opacity) loss."""
+    depth_loss_mult: float = 10.0
+    """Weight of the scale- and shift-invariant depth loss (used when the data has depth)."""
+    opacity_regularizer: Literal["entropy", "opacity", "none"] = "entropy"
+    """Novel-view opacity regulariser: binary entropy (solid or empty) or mean opacity (sparsity)."""
+    opacity_loss_mult: float = 1e-3
+    """Weight of the opacity regulariser."""
+    contextual_loss_mult: float = 0.0
+    """Weight of the contextual loss between novel-view renders and the reference image on VGG16 features (0: off)."""
+    contextual_vgg_weights: str = "imagenet"
+    """VGG16 weights of the contextual loss: imagenet (torchvision's, downloaded once), a local .pth state dict, or
+    random (tests only)."""
+    contextual_layers: Tuple[str, ...] = ("relu3_1", "relu4_1")
+    """VGG16 activations compared by the contextual loss."""
+    contextual_image_size: int = 128
+    """Side to which images are resized before the VGG."""
+    camera_optimizer: CameraOptimizerConfig = field(default_factory=lambda: CameraOptimizerConfig(mode="off"))
+    """Camera optimisation (off: the reference camera is known by construction)."""
+
+
+class SeededStrategy(DefaultStrategy):
+    """gsplat's DefaultStrategy fed by every differentiable render of a step (the reference view and the novel views),
+    and without the opacity reset at step 0: the seeds come from a fitted field."""
+
+    def step_post_backward_renders(self, params, optimizers, state: Dict[str, Any], step: int,
+                                   infos: List[Dict[str, Any]]) -> None:
+        """Accumulate the screen-space gradients of all `infos`, then grow, prune and reset as DefaultStrategy does."""
+        if step >= self.refine_stop_iter or not infos:
+            return
+        for info in infos[:-1]:
+            self._update_state(params, state, info, packed=False)
+        if step == 0:
+            self._update_state(params, state, infos[-1], packed=False)
+            return
+        self.step_post_backward(params, optimizers, state, step, infos[-1], packed=False)
+
+
+def viewmats_from_cameras(camera_to_worlds: Tensor) -> Tensor:
+    """gsplat world-to-camera matrices (C, 4, 4), OpenCV axes, from nerfstudio camera-to-worlds (C, 3, 4), OpenGL axes."""
+    rotation = camera_to_worlds[:, :3, :3] * torch.tensor([1.0, -1.0, -1.0], device=camera_to_worlds.device)
+    translation = camera_to_worlds[:, :3, 3:4]
+    inverse = rotation.transpose(1, 2)
+    viewmats = torch.zeros(camera_to_worlds.shape[0], 4, 4, device=camera_to_worlds.device,
+                           dtype=camera_to_worlds.dtype)
+    viewmats[:, :3, :3] = inverse
+    viewmats[:, :3, 3:4] = -inverse @ translation
+    viewmats[:, 3, 3] = 1.0
+    return viewmats
+
+
+class RefineSplatModel(SplatfactoModel):
+    """SplatfactoModel (its parameters, optimiser groups, checkpoint resizing, viewer and ns-export support) whose
+    Gaussians come from the coarse field and whose renders go through `rasterize`, so it also trains on a CPU.
+
+    `populate_modules` is replaced rather than extended: splatfacto's puts its seed colours on `.cuda()` and builds
+    an LPIPS network that downloads AlexNet weights, neither of which a CPU or an offline machine allows."""
+
+    config: RefineSplatModelConfig
+
+    def populate_modules(self) -> None:
+        dim_sh = num_sh_bases(self.config.sh_degree)
+        self.gauss_params = torch.nn.ParameterDict({
+            "means": Parameter(torch.zeros(0, 3)),
+            "scales": Parameter(torch.zeros(0, 3)),
+            "quats": Parameter(torch.zeros(0, 4)),
+            "features_dc": Parameter(torch.zeros(0, 3)),
+            "features_rest": Parameter(torch.zeros(0, dim_sh - 1, 3)),
+            "opacities": Parameter(torch.zeros(0, 1)),
+        })
+        self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
+        self.step = 0
+        self.crop_box: Optional[OrientedBox] = None
+        self.background_color = torch.zeros(3) if self.config.background_color == "black" else torch.ones(3)
+        """Background of renders outside training (the viewer may change it)."""
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+        self.step_infos: List[Dict[str, Any]] = []
+        """Rasterisation metadata of this step's differentiable renders, for the densification strategy."""
+        self.strategy = SeededStrategy(
+            prune_opa=self.config.cull_alpha_thresh,
+            grow_grad2d=self.config.densify_grad_thresh,
+            grow_scale3d=self.config.densify_size_thresh,
+            grow_scale2d=self.config.split_screen_size,
+            prune_scale3d=self.config.cull_scale_thresh,
+            prune_scale2d=self.config.cull_screen_size,
+            refine_scale2d_stop_iter=self.config.stop_screen_size_at,
+            refine_start_iter=self.config.warmup_length,
+            refine_stop_iter=self.config.stop_split_at,
+            reset_every=self.config.reset_alpha_every * self.config.refine_every,
+            refine_every=self.config.refine_every,
+            pause_refine_after_reset=self.num_train_data + self.config.refine_every,
+            absgrad=self.config.use_absgrad,
+            revised_opacity=False,
+            verbose=False,
+        )
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        object.__setattr__(self, "_contextual", None)  # frozen VGG, built on first use, never in a checkpoint
+
+    # ------------------------------------------------------------------------------------------------- seeding
+    @torch.no_grad()
+    def seed_from_coarse_model(self, coarse_model) -> GaussianSeeds:
+        """Replace the Gaussians by seeds on the coarse model's density level set (see `nerf_to_gaussians`)."""
+        config = self.config
+        seeds = seeds_from_model(coarse_model, config.seed_density_level, num_points=config.seed_num_points,
+                                 resolution=config.seed_grid_resolution, opacity=config.seed_opacity,
+                                 scale_multiplier=config.seed_scale_multiplier, seed=config.seed)
+        self.set_gaussians(seeds)
+        return seeds
+
+    @torch.no_grad()
+    def set_gaussians(self, seeds: GaussianSeeds) -> None:
+        """Gaussians from seeds (activated values): log scales, identity rotations, SH (or logit) colours, logit
+        opacities, on the model's device. Call before the optimisers are built."""
+        device, count = self.device, len(seeds)
+        dim_sh = num_sh_bases(self.config.sh_degree)
+        colors = seeds.colors.float().clamp(1e-4, 1.0 - 1e-4)
+        features_dc = RGB2SH(colors) if self.config.sh_degree > 0 else torch.logit(colors)
+        quats = torch.zeros(count, 4)
+        quats[:, 0] = 1.0
+        values = {
+            "means": seeds.means.float(),
+            "scales": torch.log(seeds.scales.float().clamp_min(1e-7)),
+            "quats": quats,
+            "features_dc": features_dc,
+            "features_rest": torch.zeros(count, dim_sh - 1, 3),
+            "opacities": torch.logit(seeds.opacities.float().clamp(1e-4, 1.0 - 1e-4)),
+        }
+        for name, value in values.items():
+            self.gauss_params[name] = Parameter(value.to(device))
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+
+    # ----------------------------------------------------------------------------------------------- training
+    def step_cb(self, optimizers, step: int) -> None:
+        super().step_cb(optimizers, step)
+        self.step_infos = []
+
+    def step_post_backward(self, step: int) -> None:
+        """Densify and prune through gsplat's strategy from the screen-space gradients of this step's renders."""
+        self.strategy.step_post_backward_renders(self.gauss_params, self.optimizers, self.strategy_state, step,
+                                                 self.step_infos)
+        self.step_infos = []
+
+    # ---------------------------------------------------------------------------------------------- rendering
+    def _rand(self, *shape: int) -> Tensor:
+        return torch.rand(*shape, generator=self.generator).to(self.device)
+
+    def training_background(self) -> Tensor:
+        """One background colour (3,) for a training render: random per render, or the configured colour."""
+        if self.config.background_color == "random":
+            return self._rand(3)
+        return self.background_color.to(self.device)
+
+    def rasterize_cameras(self, cameras: Cameras, render_mode: str = "RGB") -> Tuple[Tensor, Tensor, Dict]:
+        """Rasterise every Gaussian (or those in the crop box, outside training) into the cameras, which must share
+        one resolution: (colours [C,H,W,D], alphas [C,H,W,1], meta). Differentiable renders are remembered for the
+        densification strategy."""
+        params = {name: self.gauss_params[name] for name in ("means", "quats", "scales", "opacities",
+                                                             "features_dc", "features_rest")}
+        if self.crop_box is not None and not self.training:
+            keep = self.crop_box.within(params["means"]).squeeze(-1)
+            params = {name: value[keep] for name, value in params.items()}
+        colors = torch.cat([params["features_dc"][:, None, :], params["features_rest"]], dim=1)
+        if self.config.sh_degree > 0:
+            sh_degree: Optional[int] = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
+        else:
+            colors, sh_degree = torch.sigmoid(colors[:, 0, :]), None
+        cameras = cameras.to(self.device)
+        width, height = int(cameras.width.reshape(-1)[0]), int(cameras.height.reshape(-1)[0])
+        render, alpha, info = rasterize(
+            means=params["means"], quats=params["quats"], scales=torch.exp(params["scales"]),
+            opacities=torch.sigmoid(params["opacities"]).squeeze(-1), colors=colors,
+            viewmats=viewmats_from_cameras(cameras.camera_to_worlds), Ks=cameras.get_intrinsics_matrices(),
+            width=width, height=height, near_plane=0.01, far_plane=1e10, sh_degree=sh_degree,
+            render_mode=render_mode, absgrad=self.strategy.absgrad, rasterize_mode=self.config.rasterize_mode,
+            backend=self.config.rasterizer,
+        )
+        if self.training and info["means2d"].requires_grad and self.crop_box is None:
+            self.strategy.step_pre_backward(self.gauss_params, self.optimizers, self.strategy_state, self.step, info)
+            self.step_infos.append(info)
+        return render, alpha, info
+
+    def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:
+        """Render one camera: "rgb" (H, W, 3) composited on the background, "accumulation" and "depth" (H, W, 1)
+        (expected depth along the camera axis), and "background" (3,)."""
+        if not isinstance(camera, Cameras):
+            raise TypeError("RefineSplatModel renders Cameras; the refine datamanager yields the reference camera")
+        if self.num_points == 0:
+            width, height = int(camera.width.reshape(-1)[0]), int(camera.height.reshape(-1)[0])
+            return self.get_empty_outputs(width, height, self.background_color.to(self.device))
+        render, alpha, _ = self.rasterize_cameras(camera[0:1] if camera.shape else camera.reshape((1,)), "RGB+ED")
+        background = self.training_background() if self.training else self.background_color.to(self.device)
+        rgb = render[0, ..., :3] + (1.0 - alpha[0]) * background
+        return {"rgb": rgb.clamp(0.0, 1.0), "accumulation": alpha[0], "depth": render[0, ..., 3:4],
+                "background": background}
+
+    def render_views(self, cameras: Cameras) -> Dict[str, Tensor]:
+        """Render whole images from `cameras` (one resolution) in one rasterisation, with gradients, for the
+        guidance: "rgb" (B, 3, H, W) composited on one background per image, "accumulation" (B, H, W, 1)."""
+        render, alpha, _ = self.rasterize_cameras(cameras, "RGB")
+        count = render.shape[0]
+        if self.training:
+            backgrounds = torch.stack([self.training_background() for _ in range(count)])
+        else:
+            backgrounds = self.background_color.to(self.device).expand(count, 3)
+        rgb = render[..., :3] + (1.0 - alpha) * backgrounds[:, None, None, :]
+        return {"rgb": rgb.clamp(0.0, 1.0).permute(0, 3, 1, 2), "accumulation": alpha}
+
+    # ------------------------------------------------------------------------------------------------- losses
+    def reference_target(self, batch: Dict[str, Tensor], background: Tensor) -> Tuple[Tensor, Tensor]:
+        """The reference colour composited over `background`, and the mask (alpha), as (H, W, 3) and (H, W, 1)."""
+        image = batch["image"].to(self.device)
+        if image.dtype == torch.uint8:
+            image = image.float() / 255.0
+        alpha = image[..., 3:4]
+        return composite(image[..., :3], alpha, background), alpha
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        target, _ = self.reference_target(batch, outputs["background"])
+        mse = torch.mean((outputs["rgb"].detach() - target) ** 2)
+        return {"psnr": -10.0 * torch.log10(mse.clamp_min(1e-10)),
+                "gaussian_count": torch.tensor(float(self.num_points))}
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        """The coarse stage's reference-view losses: colour, mask, and depth when the data has it."""
+        config = self.config
+        target, alpha = self.reference_target(batch, outputs["background"])
+        losses = {
+            "rgb_loss": config.rgb_loss_mult * torch.mean((outputs["rgb"] - target) ** 2),
+            "mask_loss": config.mask_loss_mult * torch.mean((outputs["accumulation"] - alpha) ** 2),
+        }
+        if "depth" in batch and config.depth_loss_mult > 0:
+            depth = batch["depth"].to(self.device).reshape(outputs["depth"].shape)
+            losses["depth_loss"] = config.depth_loss_mult * pearson_depth_loss(
+                outputs["depth"], depth, (alpha > 0.5) & torch.isfinite(depth))
+        return losses
+
+    def get_novel_view_loss_dict(self, views: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Novel-view terms: the opacity regulariser and, when weighted, the contextual loss to the reference."""
+        config = self.config
+        losses: Dict[str, Tensor] = {}
+        if config.opacity_regularizer == "entropy" and config.opacity_loss_mult > 0:
+            losses["opacity_loss"] = config.opacity_loss_mult * binary_entropy(views["accumulation"])
+        elif config.opacity_regularizer == "opacity" and config.opacity_loss_mult > 0:
+            losses["opacity_loss"] = config.opacity_loss_mult * views["accumulation"].mean()
+        if config.contextual_loss_mult > 0:
+            losses["contextual_loss"] = config.contextual_loss_mult * self.contextual_loss(views)
+        return losses
+
+    def contextual_loss(self, views: Dict[str, Tensor]) -> Tensor:
+        """Contextual loss of the novel-view renders against the reference image (from the data's metadata), both
+        restricted to their masks."""
+        if self._contextual is None:
+            from single_image_nerf.refine.contextual_loss import ContextualLoss
+
+            object.__setattr__(self, "_contextual", ContextualLoss(
+                self.config.contextual_vgg_weights, self.config.contextual_layers,
+                image_size=self.config.contextual_image_size).to(self.device))
+        rgba = torch.as_tensor(self.kwargs["metadata"]["rgba"], dtype=torch.float32, device=self.device)
+        reference = composite(rgba[..., :3], rgba[..., 3:4], torch.ones(3, device=self.device)).permute(2, 0, 1)
+        return self._contextual(views["rgb"], reference, views["accumulation"][..., 0], rgba[..., 3])
+
+    # --------------------------------------------------------------------------------------------- evaluation
+    def get_image_metrics_and_images(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+                                     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        target, alpha = self.reference_target(batch, outputs["background"].reshape(-1, 3)[0].to(self.device))
+        prediction = outputs["rgb"].to(self.device)
+        mse = torch.mean((prediction - target) ** 2)
+        solid, wanted = outputs["accumulation"] > 0.5, alpha > 0.5
+        metrics = {
+            "psnr": float(-10.0 * torch.log10(mse.clamp_min(1e-10))),
+            "mask_iou": float((solid & wanted).sum() / (solid | wanted).sum().clamp_min(1)),
+            "gaussian_count": float(self.num_points),
+        }
+        images = {
+            "img": torch.cat([target, prediction], dim=1),
+            "accumulation": torch.cat([alpha.expand_as(prediction), colormaps.apply_colormap(outputs["accumulation"])],
+                                      dim=1),
+            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
+        }
+        return metrics, images

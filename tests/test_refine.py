@@ -1,0 +1,207 @@
+"""The refine stage for real on the CPU: a tiny coarse run, then `single-image-refine` through nerfstudio's Trainer
+(Gaussians seeded from the coarse field, the pure-torch rasteriser, gsplat's densification, the contextual loss with
+a random VGG), its checkpoint loaded back as ns-export does, and one-line errors for a wrong coarse run."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nerfstudio.models.splatfacto import SplatfactoModel
+from nerfstudio.utils.eval_utils import eval_setup
+
+from single_image_nerf.errors import UserInputError
+from single_image_nerf.guidance.base import GuidanceConfig
+from single_image_nerf.method_configs import refine_trainer_config
+from single_image_nerf.refine.coarse_run import load_coarse_pipeline, read_coarse_config
+from single_image_nerf.refine.splat_model import RefineSplatModel, viewmats_from_cameras
+
+from tiny_training import tiny_config, train, write_ball_image
+
+COARSE_STEPS = 15
+REFINE_STEPS = 8
+SEED_POINTS = 300
+
+
+def tiny_refine_config(coarse_config: Path, output_dir: Path, steps: int):
+    """The refine method at test sizes on the CPU: 300 seeds from a 32^3 grid, 32-pixel novel views, densification
+    every 3 steps, the contextual loss on with random VGG weights."""
+    config = refine_trainer_config(max_steps=steps)
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.output_dir = output_dir
+    config.steps_per_save = 1000
+    config.steps_per_eval_image = 10_000
+    config.logging.profiler = "none"
+    config.logging.local_writer.enable = False
+    pipeline = config.pipeline
+    pipeline.guidance = GuidanceConfig()
+    pipeline.datamanager.novel_views.resolution = 32
+    model = pipeline.model
+    model.coarse_config = coarse_config
+    model.seed_num_points = SEED_POINTS
+    model.seed_grid_resolution = 32
+    model.warmup_length = 1
+    model.refine_every = 3
+    model.contextual_loss_mult = 0.1
+    model.contextual_vgg_weights = "random"
+    model.contextual_layers = ("relu2_2",)
+    model.contextual_image_size = 32
+    return config
+
+
+def reference_psnr(pipeline) -> float:
+    """PSNR of the model's render of the reference camera against the reference composited on white."""
+    was_training = pipeline.training
+    pipeline.eval()
+    camera, batch = pipeline.datamanager.next_eval(0)
+    outputs = pipeline.model.get_outputs_for_camera(camera)
+    metrics, _ = pipeline.model.get_image_metrics_and_images(outputs, batch)
+    pipeline.train(was_training)
+    return metrics["psnr"]
+
+
+@pytest.fixture(scope="module")
+def coarse_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coarse")
+    torch.manual_seed(0)
+    config = tiny_config(write_ball_image(root / "disc.png", size=32), root / "outputs", steps=COARSE_STEPS,
+                         rays=256)
+    config.steps_per_save = COARSE_STEPS
+    train(config)
+    return config.get_base_dir() / "config.yml"
+
+
+@pytest.fixture(scope="module")
+def refined(coarse_run, tmp_path_factory):
+    """A refine run set up and trained; the seeded state and losses of its steps are kept for the tests."""
+    config = tiny_refine_config(coarse_run, tmp_path_factory.mktemp("refine") / "outputs", REFINE_STEPS)
+    config.set_timestamp()
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    pipeline = trainer.pipeline
+    seeded = {name: value.detach().clone() for name, value in pipeline.model.gauss_params.items()}
+    seeded_psnr = reference_psnr(pipeline)
+    losses = []
+    original = pipeline.get_train_loss_dict
+
+    def recording(step):
+        outputs, loss_dict, metrics = original(step)
+        losses.append({name: float(value.detach()) for name, value in loss_dict.items()})
+        return outputs, loss_dict, metrics
+
+    pipeline.get_train_loss_dict = recording
+    trainer.train()
+    return {"trainer": trainer, "config": config, "seeded": seeded, "seeded_psnr": seeded_psnr, "losses": losses}
+
+
+def test_refine_is_registered_as_a_splatfacto_method():
+    from nerfstudio.plugins.registry import discover_methods
+
+    methods, descriptions = discover_methods()
+    assert "single-image-refine" in methods and "single-image-nerf" in methods
+    assert "coarse" in descriptions["single-image-refine"]
+    assert issubclass(methods["single-image-refine"].pipeline.model._target, SplatfactoModel)
+
+
+def test_refine_trains_from_the_coarse_run(refined):
+    trainer, seeded = refined["trainer"], refined["seeded"]
+    model = trainer.pipeline.model
+    assert isinstance(model, RefineSplatModel) and isinstance(model, SplatfactoModel)
+    assert seeded["means"].shape[0] == SEED_POINTS
+    # The seeds come from the coarse field: inside the scene box, around the origin, coloured by its albedo.
+    assert seeded["means"].abs().max() < 1.0 and 0.05 < seeded["means"].norm(dim=-1).mean() < 0.95
+    # Every step ran with finite losses, including the contextual loss on the novel views.
+    losses = refined["losses"]
+    assert len(losses) == REFINE_STEPS
+    for step_losses in losses:
+        assert {"rgb_loss", "mask_loss", "contextual_loss"} <= set(step_losses)
+        assert all(torch.isfinite(torch.tensor(value)) for value in step_losses.values()), step_losses
+    assert trainer.pipeline.skipped_steps == 0
+    # gsplat's strategy densified (steps 3 and 6) and the Gaussians moved, all finite.
+    assert model.num_points > SEED_POINTS
+    for name, value in model.gauss_params.items():
+        assert torch.isfinite(value).all(), name
+    moved = (model.means.detach()[:SEED_POINTS] - seeded["means"]).norm(dim=-1)
+    assert float(moved.max()) > 1e-5
+    # The reference view does not collapse (measured: about +1 dB over the seeds in these 8 steps).
+    assert reference_psnr(trainer.pipeline) > refined["seeded_psnr"] - 1.0
+
+
+def test_refine_run_sits_beside_the_coarse_run_and_its_checkpoint_loads_as_ns_export_loads_it(refined, coarse_run):
+    trainer, config = refined["trainer"], refined["config"]
+    assert config.experiment_name == read_coarse_config(coarse_run).experiment_name
+    checkpoints = sorted(trainer.checkpoint_dir.glob("step-*.ckpt"))
+    assert [path.name for path in checkpoints] == [f"step-{REFINE_STEPS - 1:09d}.ckpt"]
+    config_path = config.get_base_dir() / "config.yml"
+    assert yaml.load(config_path.read_text(), Loader=yaml.Loader).pipeline.model.coarse_config == coarse_run
+    _, pipeline, _, step = eval_setup(config_path, test_mode="inference")
+    assert step == REFINE_STEPS - 1
+    loaded = pipeline.model
+    assert isinstance(loaded, SplatfactoModel) and loaded.num_points == trainer.pipeline.model.num_points
+    for name, value in trainer.pipeline.model.gauss_params.items():
+        assert torch.equal(loaded.gauss_params[name].detach().cpu(), value.detach().cpu()), name
+    camera = pipeline.datamanager.train_dataparser_outputs.cameras[0:1]
+    trainer.pipeline.eval()
+    expected = trainer.pipeline.model.get_outputs_for_camera(camera)["rgb"]
+    assert torch.allclose(loaded.get_outputs_for_camera(camera)["rgb"], expected, atol=1e-5)
+
+
+def test_coarse_run_loads_with_its_latest_checkpoint(coarse_run):
+    pipeline = load_coarse_pipeline(coarse_run, "cpu")
+    assert not pipeline.training and pipeline.guidance is None
+    saved = torch.load(sorted((coarse_run.parent / "nerfstudio_models").glob("step-*.ckpt"))[-1])
+    key = next(k for k in saved["pipeline"] if k.startswith("_model.field."))
+    assert torch.equal(pipeline.state_dict()[key], saved["pipeline"][key])
+
+
+def test_wrong_coarse_configs_fail_with_one_line(refined, coarse_run, tmp_path):
+    refine_config = refined["config"].get_base_dir() / "config.yml"
+    not_yaml = tmp_path / "config.yml"
+    not_yaml.write_text("{not: [yaml")
+    cases = {
+        None: "coarse-config is required",
+        tmp_path / "missing.yml": "does not exist",
+        tmp_path: "is a folder",
+        not_yaml: "not a nerfstudio config.yml",
+        refine_config: "is a run of 'single-image-refine'",
+    }
+    for path, message in cases.items():
+        with pytest.raises(UserInputError) as error:
+            read_coarse_config(path)
+        assert message in str(error.value) and "\n" not in str(error.value), (path, str(error.value))
+    # Through the trainer as ns-train builds it: a refine run given as the coarse run stops at setup.
+    config = tiny_refine_config(refine_config, tmp_path / "outputs", 2)
+    with pytest.raises(UserInputError, match="is a run of 'single-image-refine'"):
+        config.setup(local_rank=0, world_size=1).setup()
+
+
+def test_viewmats_follow_the_documented_camera():
+    # The reference camera at azimuth 0 sits on +X looking at the origin: the origin is 2.5 in front (OpenCV +Z).
+    c2w = torch.tensor([[[0.0, 0.0, 1.0, 2.5], [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]])
+    viewmat = viewmats_from_cameras(c2w)[0]
+    origin = viewmat @ torch.tensor([0.0, 0.0, 0.0, 1.0])
+    assert torch.allclose(origin[:3], torch.tensor([0.0, 0.0, 2.5]))
+    up = viewmat @ torch.tensor([0.0, 0.0, 1.0, 1.0])  # world +Z is image up: OpenCV -Y
+    assert float(up[1]) < 0.0
+    right = viewmat @ torch.tensor([0.0, 1.0, 0.0, 1.0])  # world +Y is image right: OpenCV +X
+    assert float(right[0]) > 0.0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_refine_trains_on_cuda_through_gsplat(coarse_run, tmp_path):
+    config = tiny_refine_config(coarse_run, tmp_path / "outputs", REFINE_STEPS)
+    config.machine.device_type = "cuda"
+    config.set_timestamp()
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    assert trainer.pipeline.model.means.is_cuda
+    seeded_psnr = reference_psnr(trainer.pipeline)
+    trainer.train()
+    model = trainer.pipeline.model
+    assert model.num_points > SEED_POINTS and all(torch.isfinite(v).all() for v in model.gauss_params.values())
+    assert reference_psnr(trainer.pipeline) > seeded_psnr - 1.0
