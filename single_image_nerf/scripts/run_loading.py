@@ -18,13 +18,13 @@ COARSE_METHOD = "single-image-nerf"
 
 def read_run_config(path: Path) -> Any:
     """The TrainerConfig stored in a run's config.yml (no model is built)."""
-    import yaml
-    from nerfstudio.engine.trainer import TrainerConfig
-
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"no run config at {path}: pass the config.yml of a training run "
                              f"(outputs/<name>/<method>/<time>/config.yml)")
+    import yaml
+    from nerfstudio.engine.trainer import TrainerConfig
+
     try:
         config = yaml.load(path.read_text(), Loader=yaml.Loader)
     except Exception as error:  # any YAML or unpickling failure means the same thing to the user
