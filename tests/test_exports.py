@@ -189,3 +189,13 @@ def test_console_command_prints_one_line_for_a_missing_config(tmp_path):
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "no run config" in result.stderr
+
+
+def test_ns_export_pointcloud_command_line(run, tmp_path):
+    config_path, pipeline = run
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    result = subprocess.run([sys.executable, "-m", "nerfstudio.scripts.exporter", "pointcloud", "--load-config",
+                             str(config_path), "--output-dir", str(tmp_path), "--num-points", "500",
+                             "--num-rays-per-batch", "4096"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    check_point_cloud(tmp_path / "point_cloud.ply", pipeline)
