@@ -1,6 +1,7 @@
-"""Every export of a real coarse run: nerfstudio's `ns-export pointcloud` and `poisson` (its exporter classes, in
-process), `sin-export-mesh` and `sin-render-turntable`, each output re-read from disk and checked. One tiny coarse
-run, trained on the CPU through nerfstudio's Trainer, is shared by the whole module."""
+"""Every export of real runs: nerfstudio's `ns-export pointcloud` and `poisson` (its exporter classes, in process,
+and the command line once) on a coarse run, `ns-export gaussian-splat` on a refine run, `sin-export-mesh` and
+`sin-render-turntable`; each output re-read from disk and checked. One tiny coarse run and one tiny refine run seeded
+from it, trained on the CPU through nerfstudio's Trainer, are shared by the whole module."""
 
 import os
 import subprocess
@@ -22,6 +23,9 @@ from tiny_training import tiny_config, train, write_ball_image
 
 STEPS = 3
 """Enough for a checkpoint: the field starts as a density blob of radius 0.5 at the origin, so there is a surface."""
+REFINE_STEPS = 2
+SPLAT_PROPERTIES = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+"""The first properties of a standard 3D Gaussian Splatting .ply (then f_rest_*, opacity, scale_*, rot_*)."""
 SCENE_BOX = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 EPS = 1e-4
 
@@ -31,6 +35,33 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export-run")
     torch.manual_seed(0)
     config = tiny_config(write_ball_image(root / "disc.png"), root / "outputs", steps=STEPS)
+    trainer = train(config)
+    pipeline = trainer.pipeline
+    pipeline.eval()
+    return config.get_base_dir() / "config.yml", pipeline
+
+
+@pytest.fixture(scope="module")
+def refine_run(run, tmp_path_factory):
+    """A refine run seeded from the coarse run (200 Gaussians, no guidance, two steps on the CPU)."""
+    from single_image_nerf.guidance.base import NoGuidanceConfig
+    from single_image_nerf.method_configs import refine_trainer_config
+
+    coarse_path, _ = run
+    config = refine_trainer_config(max_steps=REFINE_STEPS)
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.output_dir = tmp_path_factory.mktemp("refine-run") / "outputs"
+    config.steps_per_eval_image = 10_000
+    config.logging.profiler = "none"
+    config.logging.local_writer.enable = False
+    config.pipeline.guidance = NoGuidanceConfig()
+    config.pipeline.datamanager.novel_views.resolution = 16
+    model = config.pipeline.model
+    model.coarse_config = coarse_path
+    model.seed_num_points = 200
+    model.seed_grid_resolution = 32
+    model.warmup_length = 1000
     trainer = train(config)
     pipeline = trainer.pipeline
     pipeline.eval()
@@ -199,3 +230,51 @@ def test_ns_export_pointcloud_command_line(run, tmp_path):
                              "--num-rays-per-batch", "4096"], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     check_point_cloud(tmp_path / "point_cloud.ply", pipeline)
+
+
+def test_ns_export_gaussian_splat_on_a_refine_run(refine_run, tmp_path):
+    import open3d as o3d
+    from nerfstudio.scripts.exporter import ExportGaussianSplat
+
+    config_path, pipeline = refine_run
+    model = pipeline.model
+    ExportGaussianSplat(load_config=config_path, output_dir=tmp_path).main()
+    vertex = PlyData.read(str(tmp_path / "splat.ply"))["vertex"]
+    names = [prop.name for prop in vertex.properties]
+    rest = model.shs_rest[0].numel() if model.config.sh_degree > 0 else 0
+    assert names == SPLAT_PROPERTIES + [f"f_rest_{i}" for i in range(rest)] + ["opacity"] + \
+        [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)]
+    assert all(vertex[name].dtype == np.float32 for name in names)
+    visible = (model.opacities.detach().cpu().numpy()[:, 0] >= -5.5373)  # the exporter drops opacity < 1/255
+    assert len(vertex) == int(visible.sum()) > 0
+    for name in names:
+        assert np.isfinite(vertex[name]).all(), name
+    expected = {
+        "x": model.means[:, 0], "y": model.means[:, 1], "z": model.means[:, 2],
+        "f_dc_0": model.shs_0[:, 0], "opacity": model.opacities[:, 0], "scale_0": model.scales[:, 0],
+        "rot_0": model.quats[:, 0],
+    }
+    for name, value in expected.items():
+        assert np.allclose(vertex[name], value.detach().cpu().numpy()[visible], atol=1e-6), name
+    points = np.stack([vertex[axis] for axis in "xyz"], axis=-1)
+    assert inside_scene_box(points)
+    # nerfstudio's dataparsers read .ply point clouds with open3d: same points.
+    cloud = o3d.io.read_point_cloud(str(tmp_path / "splat.ply"))
+    assert np.allclose(np.asarray(cloud.points), points, atol=1e-6)
+
+
+def test_turntable_of_a_refine_run(refine_run, tmp_path):
+    config_path, _ = refine_run
+    frames = render_turntable(TurntableConfig(load_config=config_path, output=tmp_path / "refine.gif", frames=4,
+                                              resolution=24, fps=8))
+    assert frames.shape == (4, 24, 24, 3)
+    assert (frames < 250).any(axis=-1).mean() > 0.05
+    assert (tmp_path / "refine.gif").stat().st_size > 0
+
+
+def test_mesh_export_of_a_refine_run_points_to_its_coarse_run(refine_run, run, tmp_path):
+    config_path, _ = refine_run
+    coarse_path, _ = run
+    with pytest.raises(UserInputError, match="needs the density field") as error:
+        export_mesh(ExportMeshConfig(load_config=config_path, output=tmp_path / "m.ply"))
+    assert str(coarse_path) in str(error.value) and "\n" not in str(error.value)
