@@ -135,6 +135,8 @@ def test_refine_run_sits_beside_the_coarse_run_and_its_checkpoint_loads_as_ns_ex
     assert config.experiment_name == read_coarse_config(coarse_run).experiment_name
     checkpoints = sorted(trainer.checkpoint_dir.glob("step-*.ckpt"))
     assert [path.name for path in checkpoints] == [f"step-{REFINE_STEPS - 1:09d}.ckpt"]
+    saved = torch.load(checkpoints[-1])  # weights_only=True: plain floats in the scheduler states
+    assert not [key for key in saved["pipeline"] if "vgg" in key or "contextual" in key]  # the frozen VGG stays out
     config_path = config.get_base_dir() / "config.yml"
     assert yaml.load(config_path.read_text(), Loader=yaml.Loader).pipeline.model.coarse_config == coarse_run
     _, pipeline, _, step = eval_setup(config_path, test_mode="inference")
