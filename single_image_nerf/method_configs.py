@@ -38,7 +38,7 @@ def coarse_trainer_config(max_steps: int = 5000) -> SingleImageTrainerConfig:
             "proposal_networks": _field_optimizer(1e-2, max_steps),
             "fields": _field_optimizer(1e-2, max_steps),
         },
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 14),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 14, websocket_host="127.0.0.1"),
         vis="viewer",
     )
 
@@ -77,7 +77,7 @@ def refine_trainer_config(max_steps: int = 2000) -> SingleImageTrainerConfig:
         mixed_precision=False,
         pipeline=RefinePipelineConfig(),
         optimizers=_gaussian_optimizers(max_steps),
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 14),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 14, websocket_host="127.0.0.1"),
         vis="viewer",
     )
 

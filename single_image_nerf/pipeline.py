@@ -49,6 +49,9 @@ class SingleImagePipeline(VanillaPipeline):
             guidance = config.guidance.setup(context=self.guidance_context())
         object.__setattr__(self, "_guidance", guidance)
         self.skipped_steps = 0
+        self.skip_optimizer_step = False
+        """Set when a step's loss was not finite: the trainer's optimizers then leave the weights alone."""
+        self.last_novel_views = None
 
     @property
     def guidance(self) -> Optional[Guidance]:
@@ -74,6 +77,7 @@ class SingleImagePipeline(VanillaPipeline):
 
         cameras = self.datamanager.next_novel_cameras(step)
         views = self.model.render_views(cameras)
+        self.last_novel_views = (step, cameras, views["rgb"].detach())  # shown by the viewer
         loss_dict.update(self.model.get_novel_view_loss_dict(views))
         if self.guidance is not None:
             for name, value in self.guidance.loss(views["rgb"], cameras, step).items():
@@ -87,6 +91,7 @@ class SingleImagePipeline(VanillaPipeline):
         if not bad:
             return loss_dict
         self.skipped_steps += 1
+        self.skip_optimizer_step = True
         CONSOLE.print(f"[bold yellow]step {step}: non-finite {', '.join(bad)}; this step is skipped")
         return {name: torch.nan_to_num(value.detach(), nan=0.0, posinf=0.0, neginf=0.0) * 0.0
                 + 0.0 * sum(p.sum() for p in self.model.parameters() if p.requires_grad)

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Type
 
 import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -39,11 +41,71 @@ def checkpoint_steps(checkpoint_dir: Path) -> list:
     return sorted(steps)
 
 
+class GuardedOptimizers(Optimizers):
+    """Optimizers that skip a step whose gradients are not all finite (or that the pipeline marked as skipped):
+    a NaN gradient from a finite loss would otherwise write NaN into every weight."""
+
+    pipeline: object = None
+
+    def optimizer_scaler_step_some(self, grad_scaler, param_groups) -> None:
+        if self._skip(param_groups):
+            return
+        super().optimizer_scaler_step_some(grad_scaler, param_groups)
+
+    def optimizer_scaler_step_all(self, grad_scaler) -> None:
+        if self._skip(list(self.optimizers)):
+            return
+        super().optimizer_scaler_step_all(grad_scaler)
+
+    def _skip(self, param_groups) -> bool:
+        pipeline = self.pipeline
+        if pipeline is not None and getattr(pipeline, "skip_optimizer_step", False):
+            pipeline.skip_optimizer_step = False  # the pipeline already warned (non-finite loss)
+            self.zero_grad_all()
+            return True
+        bad = [group for group in param_groups for p in self.parameters[group]
+               if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        if not bad:
+            return False
+        if pipeline is not None and hasattr(pipeline, "skipped_steps"):
+            pipeline.skipped_steps += 1
+        CONSOLE.print(f"[bold yellow]non-finite gradients in {', '.join(sorted(set(bad)))}; this step is skipped")
+        self.zero_grad_all()
+        return True
+
+
 class SingleImageTrainer(Trainer):
     """Writes each checkpoint to a temporary file and renames it into place, so a run killed at any moment leaves
     its last complete checkpoint; after loading one, trains only up to `max_num_iterations` in total."""
 
     config: SingleImageTrainerConfig
+
+    def setup_optimizers(self) -> Optimizers:
+        optimizers = GuardedOptimizers(self.config.optimizers.copy(), self.pipeline.get_param_groups())
+        optimizers.pipeline = self.pipeline
+        return optimizers
+
+    def setup(self, test_mode="val") -> None:
+        total = self.config.max_num_iterations
+        super().setup(test_mode=test_mode)
+        stage = "refine" if hasattr(self.pipeline.model, "gauss_params") else "coarse"
+        CONSOLE.print(f"[bold]{self.config.method_name}: {stage} stage, training to step {total}[/bold] (step, time "
+                      f"per step and ETA are printed every {self.config.logging.steps_per_log} steps)")
+        self.viewer_panel = None
+        viewer = self.viewer_state
+        if viewer is not None and hasattr(viewer, "viser_server") and hasattr(viewer, "_trigger_rerender"):
+            from single_image_nerf.viewer import TrainingViewerPanel  # only with nerfstudio's (viser) viewer
+
+            self.viewer_panel = TrainingViewerPanel(viewer.viser_server, self.pipeline, total_steps=total,
+                                                    rerender=viewer._trigger_rerender,  # pylint: disable=protected-access
+                                                    show_step=getattr(viewer, "update_step", None))
+            self.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION],
+                                                   self.viewer_panel.update, update_every_num_iters=1))
+
+    def _init_viewer_state(self) -> None:
+        super()._init_viewer_state()
+        if getattr(self, "viewer_panel", None) is not None:
+            self.viewer_panel.adopt_training_cameras(self.viewer_state)
 
     def _load_checkpoint(self) -> None:
         load_dir = self.config.load_dir

@@ -1,0 +1,129 @@
+"""Reliability: a real `ns-train` killed with SIGKILL leaves a usable last checkpoint and resumes at its step; a
+non-finite loss, or non-finite gradients from a finite loss, skip the step and leave the weights as they were."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny_training import tiny_config, write_ball_image
+
+TINY_FLAGS = [
+    "--machine.device-type", "cpu", "--vis", "tensorboard", "--pipeline.datamanager.dataparser.image-size", "32",
+    "--pipeline.datamanager.train-num-rays-per-batch", "256", "--pipeline.datamanager.novel-views.resolution", "16",
+    "--pipeline.model.implementation", "torch", "--pipeline.model.num-levels", "8", "--pipeline.model.max-res", "128",
+    "--pipeline.model.log2-hashmap-size", "14", "--pipeline.model.num-proposal-samples-per-ray", "32",
+    "--pipeline.model.num-nerf-samples-per-ray", "24", "--steps-per-save", "5", "--steps-per-eval-image", "100000",
+    "--experiment-name", "disc", "--timestamp", "run",
+]
+ENV = dict(os.environ, PYTHONWARNINGS="ignore", PYTHONUNBUFFERED="1")
+
+
+def ns_train(tmp_path: Path, *extra: str) -> list:
+    return [sys.executable, "-m", "nerfstudio.scripts.train", "single-image-nerf", "--data",
+            str(tmp_path / "disc.png"), "--output-dir", str(tmp_path / "outputs"), *TINY_FLAGS, *extra,
+            "pipeline.guidance:none"]
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_a_usable_checkpoint_and_resume_continues_at_its_step(tmp_path):
+    write_ball_image(tmp_path / "disc.png", size=32)
+    models = tmp_path / "outputs" / "disc" / "single-image-nerf" / "run" / "nerfstudio_models"
+    process = subprocess.Popen(ns_train(tmp_path, "--max-num-iterations", "100000"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not list(models.glob("step-*.ckpt")):
+            assert process.poll() is None, "ns-train ended before its first checkpoint"
+            time.sleep(0.2)
+        time.sleep(1.5)  # let it train on, and perhaps be writing the next checkpoint, when it is killed
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    checkpoints = sorted(models.glob("step-*.ckpt"))
+    assert len(checkpoints) == 1, checkpoints  # only the latest is kept; a partial file never sits among them
+    assert not [p for p in models.iterdir() if not p.name.startswith("step-")]
+    saved = torch.load(checkpoints[-1], map_location="cpu")
+    step = saved["step"]
+    assert checkpoints[-1].name == f"step-{step:09d}.ckpt"
+    assert all(torch.isfinite(v).all() for v in saved["pipeline"].values() if v.is_floating_point())
+
+    total = step + 4
+    resumed = subprocess.run(ns_train(tmp_path, "--max-num-iterations", str(total), "--load-dir", str(models),
+                                      "--timestamp", "resumed"),
+                             capture_output=True, text=True, env=ENV, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    output = " ".join(resumed.stdout.split())
+    assert f"Resuming at step {step + 1}; training to step {total}" in output, output[-2000:]
+    latest = sorted((models.parent.parent / "resumed" / "nerfstudio_models").glob("step-*.ckpt"))
+    assert [p.name for p in latest] == [f"step-{total - 1:09d}.ckpt"]
+    assert torch.load(latest[-1], map_location="cpu")["step"] == total - 1
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory):
+    root = tmp_path_factory.mktemp("guard")
+    config = tiny_config(write_ball_image(root / "disc.png", size=32), root / "outputs", steps=10, rays=256)
+    config.set_timestamp()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.pipeline.train()
+    trainer.train_iteration(0)  # an ordinary step first: Adam has momentum that could move weights on its own
+    return trainer
+
+
+def weights(trainer) -> dict:
+    return {name: p.detach().clone() for name, p in trainer.pipeline.model.named_parameters()}
+
+
+def assert_unchanged_and_finite(before: dict, trainer) -> None:
+    for name, p in trainer.pipeline.model.named_parameters():
+        assert torch.isfinite(p).all(), name
+        assert torch.equal(p.detach(), before[name]), name
+
+
+@pytest.mark.parametrize("fault", ["nan", "inf"])
+def test_a_non_finite_loss_skips_the_step(trainer, fault, monkeypatch, capsys):
+    model = trainer.pipeline.model
+    original = model.get_loss_dict
+
+    def faulty(*args, **kwargs):
+        losses = original(*args, **kwargs)
+        losses["rgb_loss"] = losses["rgb_loss"] * float(fault)
+        return losses
+
+    monkeypatch.setattr(model, "get_loss_dict", faulty)
+    before, skipped = weights(trainer), trainer.pipeline.skipped_steps
+    trainer.train_iteration(1)
+    assert_unchanged_and_finite(before, trainer)
+    assert trainer.pipeline.skipped_steps == skipped + 1
+    assert "non-finite rgb_loss; this step is skipped" in " ".join(capsys.readouterr().out.split())
+    monkeypatch.undo()
+    trainer.train_iteration(2)
+    assert not torch.equal(next(model.field.parameters()).detach(), before[next(iter(before))])
+
+
+def test_nan_gradients_from_a_finite_loss_skip_the_step(trainer, monkeypatch, capsys):
+    model = trainer.pipeline.model
+    original = model.get_loss_dict
+
+    def faulty(*args, **kwargs):
+        losses = original(*args, **kwargs)
+        # sqrt at 0: the value is 0 (finite loss), its gradient infinite, times 0: NaN in every field weight.
+        total = sum(p.sum() for p in model.field.parameters())
+        losses["rgb_loss"] = losses["rgb_loss"] + torch.sqrt(0.0 * total)
+        return losses
+
+    monkeypatch.setattr(model, "get_loss_dict", faulty)
+    before, skipped = weights(trainer), trainer.pipeline.skipped_steps
+    _, loss_dict, _ = trainer.train_iteration(3)
+    assert all(torch.isfinite(v) for v in loss_dict.values())
+    assert_unchanged_and_finite(before, trainer)
+    assert trainer.pipeline.skipped_steps == skipped + 1
+    assert "non-finite gradients in fields; this step is skipped" in " ".join(capsys.readouterr().out.split())
