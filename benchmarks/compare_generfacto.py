@@ -230,6 +230,8 @@ def time_steps(trainer, device: str, start_step: int, warmup: int, steps: int, p
 def worker(args: argparse.Namespace) -> None:
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     output_dir = Path(tempfile.mkdtemp(prefix="bench-"))
     variant = args.worker
@@ -248,7 +250,7 @@ def worker(args: argparse.Namespace) -> None:
 def run_variant(variant: str, args: argparse.Namespace) -> Dict:
     command = [sys.executable, __file__, "--worker", variant, "--sd-folder", str(args.sd_folder), "--device",
                args.device, "--steps", str(args.steps), "--warmup", str(args.warmup), "--start-step",
-               str(args.start_step)] + (["--profile"] if args.profile else [])
+               str(args.start_step), "--threads", str(args.threads)] + (["--profile"] if args.profile else [])
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
@@ -266,6 +268,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--start-step", type=int, default=1000, help="step number of the first step")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads per variant (0: torch's default). On a shared machine 1 thread gives "
+                             "stable timings: oversubscribed OpenMP threads slow every op down by up to 30x")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step each")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -290,7 +295,7 @@ def main() -> None:
 def print_table(results: Dict[str, Dict], args: argparse.Namespace) -> None:
     print(f"device {args.device}, {args.sd_architecture} Stable Diffusion, {RENDER_SIZE}x{RENDER_SIZE} renders, "
           f"samples {PROPOSAL_SAMPLES}/{FIELD_SAMPLES}, {args.steps} timed steps from step "
-          f"{args.start_step + args.warmup}")
+          f"{args.start_step + args.warmup}, torch threads {args.threads or 'default'}")
     base = results.get("generfacto")
     base_ms = 1000 * statistics.median(base["seconds"]) if base else None
     print(f"| {'variant':<52} | median ms/step | min ms/step | peak GiB | time vs generfacto |")

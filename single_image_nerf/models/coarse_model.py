@@ -12,7 +12,6 @@ from torch.nn import Parameter
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.fields.density_fields import HashMLPDensityField
 from nerfstudio.model_components.losses import interlevel_loss, orientation_loss
 from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler, UniformSampler
 from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer
@@ -20,7 +19,7 @@ from nerfstudio.model_components.scene_colliders import AABBBoxCollider
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 
-from single_image_nerf.models.coarse_field import CoarseField
+from single_image_nerf.models.coarse_field import CoarseField, ProposalDensityField
 from single_image_nerf.models.depth_loss import pearson_depth_loss
 from single_image_nerf.models.losses import binary_entropy, composite, normal_smoothness_2d
 
@@ -114,7 +113,7 @@ class CoarseModel(Model):
         ]
         num_proposals = len(config.num_proposal_samples_per_ray)
         self.proposal_networks = nn.ModuleList(
-            HashMLPDensityField(aabb, **proposal_args[min(i, 1)], implementation=config.implementation)
+            ProposalDensityField(aabb, **proposal_args[min(i, 1)], implementation=config.implementation)
             for i in range(num_proposals)
         )
 

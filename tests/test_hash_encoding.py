@@ -1,0 +1,96 @@
+"""The vectorised hash encoding behaves like nerfstudio's HashEncoding: same output, continuity and gradients."""
+
+import pytest
+import torch
+
+from nerfstudio.field_components.encodings import HashEncoding
+from nerfstudio.fields.density_fields import HashMLPDensityField
+
+from single_image_nerf.models.coarse_field import CoarseField, ProposalDensityField, VectorisedHashEncoding
+
+SETTINGS = dict(num_levels=8, min_res=16, max_res=256, log2_hashmap_size=12, features_per_level=2,
+                implementation="torch")
+
+
+def close(got, expected, relative=1e-4):
+    """Equal up to float rounding, relative to the largest entry (gradients reach the thousands here)."""
+    return bool((got - expected).abs().max() <= relative * expected.abs().max())
+
+
+@pytest.fixture()
+def pair():
+    torch.manual_seed(0)
+    reference = HashEncoding(**SETTINGS)
+    fast = VectorisedHashEncoding(**SETTINGS)
+    with torch.no_grad():
+        reference.hash_table.uniform_(-1.0, 1.0)  # large values: any wrong corner or weight shows
+        fast.hash_table.copy_(reference.hash_table)
+    return reference, fast
+
+
+def test_same_output_as_nerfstudio_on_random_and_grid_points(pair):
+    reference, fast = pair
+    points = torch.cat([torch.rand(5000, 3), torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.25, 1.0]]),
+                        torch.randint(0, 17, (200, 3)) / 16.0])  # corners and exact grid vertices too
+    expected = reference(points)
+    assert fast.get_out_dim() == reference.get_out_dim() == 16
+    for grad_enabled in (True, False):
+        with torch.set_grad_enabled(grad_enabled):
+            got = fast(points)
+        assert got.shape == expected.shape == (points.shape[0], 16)
+        assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    batched = fast(points[:600].reshape(20, 30, 3))
+    assert batched.shape == (20, 30, 16) and torch.allclose(batched.reshape(600, 16), expected[:600], atol=1e-5)
+
+
+def test_interpolation_is_continuous_across_cell_faces(pair):
+    _, fast = pair
+    finest = float(fast.scalings[-1])
+    face = (torch.arange(1, 40, dtype=torch.float32) / finest)[:, None].expand(-1, 3).clone()
+    face[:, 1:] = torch.rand(39, 2)
+    for eps in (1e-3, 1e-4):
+        offset = torch.tensor([eps / finest, 0.0, 0.0])
+        jump = (fast(face + offset) - fast(face - offset)).abs().max()
+        assert jump < 20 * eps  # Lipschitz: the change shrinks with the step, no jump at the face
+
+
+def test_gradients_match_nerfstudio_for_the_table_and_the_positions(pair):
+    reference, fast = pair
+    points = torch.rand(3000, 3)
+    # On an exact grid vertex nerfstudio's ceil equals its floor and its position gradient drops to zero there;
+    # the vectorised grid takes floor + 1 (as tiny-cuda-nn does) and keeps the one-sided derivative. Compare off
+    # the vertices (a set of measure zero that float sampling still hits now and then).
+    scaled = points[:, None, :] * reference.scalings[:, None]
+    points = points[(scaled != torch.floor(scaled)).all(dim=-1).all(dim=-1)][:3000]
+    weights = torch.randn(points.shape[0], 16)
+    for encoding in (reference, fast):
+        (encoding(points) * weights).sum().backward()
+    assert torch.allclose(fast.hash_table.grad, reference.hash_table.grad, atol=1e-4)
+
+    position_grads = []
+    second = []
+    for encoding in (reference, fast):
+        encoding.hash_table.grad = None
+        positions = points[:500].clone().requires_grad_(True)
+        value = (encoding(positions) * weights[:500]).sum()
+        grad = torch.autograd.grad(value, positions, create_graph=True)[0]
+        position_grads.append(grad)
+        grad.square().sum().backward()  # the double backward the normals of the shaded phase need
+        second.append(encoding.hash_table.grad.clone())
+    assert close(position_grads[1], position_grads[0]) and close(second[1], second[0])
+
+
+def test_fields_keep_nerfstudio_parameter_names_and_use_the_fast_path():
+    aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
+    proposal = ProposalDensityField(aabb, hidden_dim=16, log2_hashmap_size=12, num_levels=5, max_res=64,
+                                    implementation="torch")
+    plain = HashMLPDensityField(aabb, hidden_dim=16, log2_hashmap_size=12, num_levels=5, max_res=64,
+                                implementation="torch")
+    assert proposal.state_dict().keys() == plain.state_dict().keys()
+    assert isinstance(proposal.encoding, VectorisedHashEncoding) and proposal.mlp_base[0] is proposal.encoding
+    assert proposal.encoding.hash_table is next(p for n, p in proposal.named_parameters() if "hash_table" in n)
+    plain.load_state_dict(proposal.state_dict())
+    positions = torch.rand(100, 3) * 2 - 1
+    assert torch.allclose(proposal.density_fn(positions), plain.density_fn(positions), atol=1e-5)
+    field = CoarseField(aabb, num_levels=4, max_res=64, log2_hashmap_size=12, implementation="torch")
+    assert isinstance(field.encoding, VectorisedHashEncoding)
