@@ -1,0 +1,331 @@
+#!/usr/bin/env python
+"""Milliseconds per step of the Stable Diffusion guidance apart from rendering, on the current device.
+
+    .venv/bin/python benchmarks/guidance_step.py                                  # tiny random pipeline
+    .venv/bin/python benchmarks/guidance_step.py --architecture sd21-base --repeats 1 --warmup 0 --with-render
+
+The guidance is built by its own code (`StableDiffusionGuidance.__init__`) and timed part by part: the text encoding
+(once, at set-up: the prompts are fixed, so nothing of it is paid per step), each encoder (vae: the VAE encoder at
+the model's native size; latent: resize to the latent grid and an affine colour map), the UNet with classifier-free
+guidance (one batch of 2 per view: unconditional and conditional), and the backward from the SDS loss to the renders.
+With `--with-render`, a full coarse training step (nerfstudio's Trainer, default model and a 64x64 novel view) is
+timed too, and the share of it spent outside the UNet is printed.
+
+`tiny` is the small random pipeline of tests/tiny_diffusion.py with an 8x VAE (saved and loaded back through
+`from_pretrained`). `sd21-base` builds the Stable Diffusion 2.1-base UNet, VAE and OpenCLIP-H text encoder from their
+configurations, written below, at random weights: the same compute as the real model and nothing to download (the
+tokenizer is the tiny byte-level one; the vocabulary does not change the cost). Weights are fp16 on CUDA and fp32
+elsewhere, as the guidance loads them. On a CPU, sd21-base takes about 12 s per UNet call: use 1-2 repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT = "a photo of a red ceramic teapot"
+NEGATIVE = "blurry, low quality"
+
+
+# ------------------------------------------------------------------------------------------------- the models
+
+
+def _tests_on_path() -> None:
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests"))
+
+
+def sd21_base_parts(device, dtype):
+    """The SD-2.1-base architecture at random weights, frozen, as the guidance's loader returns it."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from single_image_nerf.guidance.loading import StableDiffusionParts, freeze
+
+    _tests_on_path()
+    from tiny_diffusion import TINY_MAX_LENGTH, _tiny_tokenizer  # pylint: disable=import-outside-toplevel
+
+    torch.manual_seed(0)
+    tokenizer = _tiny_tokenizer(Path(tempfile.mkdtemp(prefix="guidance-step-")) / "tokenizer")
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+        num_attention_heads=16, max_position_embeddings=TINY_MAX_LENGTH, hidden_act="gelu", projection_dim=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+        latent_channels=4, sample_size=512, scaling_factor=0.18215,
+    )
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, clip_sample=False, prediction_type="epsilon")
+    # diffusers' `to(dtype=...)` warns even for an fp32 no-op: cast only when the dtype changes.
+    modules = {name: freeze(module.to(device) if dtype == torch.float32 else module.to(device, dtype))
+               for name, module in (("text_encoder", text_encoder), ("unet", unet), ("vae", vae))}
+    return StableDiffusionParts(tokenizer=tokenizer, scheduler=scheduler, folder=Path("<in memory>"), **modules)
+
+
+def tiny_parts(device, dtype):
+    """The tiny random pipeline (8x VAE), saved and loaded back through the guidance's own loader."""
+    from single_image_nerf.guidance.loading import load_stable_diffusion
+
+    _tests_on_path()
+    from tiny_diffusion import build_tiny_stable_diffusion  # pylint: disable=import-outside-toplevel
+
+    folder = build_tiny_stable_diffusion(Path(tempfile.mkdtemp(prefix="guidance-step-")) / "sd", vae_downsample=8)
+    return load_stable_diffusion(str(folder), device, dtype, "--model-path")
+
+
+def use_parts(parts) -> None:
+    """Make the guidance (and a pipeline that builds one) take `parts` instead of loading from a folder."""
+    from single_image_nerf.guidance import loading
+
+    loading.load_stable_diffusion = lambda *args, **kwargs: parts
+
+
+# ------------------------------------------------------------------------------------------------------ timing
+
+
+class Timer:
+    """Median milliseconds of a callable after untimed warm-up calls; synchronises CUDA around each call."""
+
+    def __init__(self, device, repeats: int, warmup: int) -> None:
+        self.device, self.repeats, self.warmup = device, repeats, warmup
+
+    def sync(self) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, function: Callable[[], object], repeats: Optional[int] = None) -> float:
+        for _ in range(self.warmup):
+            function()
+        durations = []
+        for _ in range(repeats or self.repeats):
+            self.sync()
+            start = time.perf_counter()
+            function()
+            self.sync()
+            durations.append(1000.0 * (time.perf_counter() - start))
+        return statistics.median(durations)
+
+
+class ModuleClock:
+    """Wall time spent inside a module's forward calls (CUDA synchronised at both ends)."""
+
+    def __init__(self, module, timer: Timer) -> None:
+        self.total_ms, self.calls, self.timer, self._start = 0.0, 0, timer, 0.0
+        module.register_forward_pre_hook(self._before)
+        module.register_forward_hook(self._after)
+
+    def _before(self, *_):
+        self.timer.sync()
+        self._start = time.perf_counter()
+
+    def _after(self, *_):
+        self.timer.sync()
+        self.total_ms += 1000.0 * (time.perf_counter() - self._start)
+        self.calls += 1
+
+    def reset(self) -> None:
+        self.total_ms, self.calls = 0.0, 0
+
+
+def cameras_for(views: int, size: int, device):
+    import torch
+
+    from single_image_nerf.data.camera_sampling import orbit_cameras
+
+    azimuths = torch.linspace(20.0, 200.0, views)
+    return orbit_cameras(azimuths, torch.full((views,), 10.0), torch.full((views,), 2.5),
+                         torch.full((views,), 40.0), size, size).to(device)
+
+
+def guidance_rows(guide, parts, args, timer: Timer) -> Tuple[List[Tuple[str, float]], Dict[str, float]]:
+    """(label, ms) rows of the guidance's parts, and the per-step sums for each encoder."""
+    import torch
+
+    from single_image_nerf.guidance import sds
+    from single_image_nerf.guidance.latents import fit_linear_latent_map
+
+    device = guide.device
+    texts = guide.prompts + [guide.config.negative_prompt]
+    rows = [(f"text encoding, {len(texts)} prompts (once at set-up; cached: 0 per step)",
+             timer(lambda: guide._encode_text(parts.text_encoder, texts), repeats=1))]  # pylint: disable=protected-access
+    cameras = cameras_for(args.views, args.render, device)
+    rows.append(("view embeddings, per step (lookup of the cached prompts)", timer(lambda: guide.view_embeddings(cameras))))
+    cond = guide.view_embeddings(cameras)
+    renders = torch.rand(args.views, 3, args.render, args.render, device=device)
+
+    totals: Dict[str, float] = {}
+    latents = None
+    for encoder in args.encoders:
+        guide.encoder = encoder
+        if encoder == "latent" and guide.latent_map is None:
+            guide.latent_map = fit_linear_latent_map(guide.vae, device)
+        forward: List[float] = []
+        backward: List[float] = []
+        for index in range(timer.warmup + timer.repeats):
+            images = renders.clone().requires_grad_(True)
+            timer.sync()
+            start = time.perf_counter()
+            latents = guide.encode(images)
+            timer.sync()
+            middle = time.perf_counter()
+            grad = torch.randn_like(latents)
+            sds.sds_loss(latents, grad).backward()
+            timer.sync()
+            if index >= timer.warmup:
+                forward.append(1000.0 * (middle - start))
+                backward.append(1000.0 * (time.perf_counter() - middle))
+        size = guide.resolution if encoder == "vae" else guide.latent_size
+        rows.append((f"encoder {encoder}: {args.render}px render -> {size}px -> {guide.latent_size}² latents, forward",
+                     statistics.median(forward)))
+        rows.append((f"encoder {encoder}: backward from the SDS loss to the renders", statistics.median(backward)))
+        totals[encoder] = statistics.median(forward) + statistics.median(backward)
+
+    clock = ModuleClock(guide.unet, timer)
+    latents = latents.detach()
+    for _ in range(timer.warmup):
+        guide.score(latents, cond, step=0)
+    clock.reset()
+    score_ms = Timer(device, timer.repeats, 0)(lambda: guide.score(latents, cond, step=0))
+    unet_ms = clock.total_ms / max(clock.calls, 1)
+    rows.append((f"UNet with CFG (batch {2 * args.views}) at {guide.latent_size}² latents", unet_ms))
+    rows.append(("score around the UNet (noise, CFG, w(t), gradient)", max(score_ms - unet_ms, 0.0)))
+    for encoder in totals:
+        totals[encoder] += score_ms
+    return rows, totals
+
+
+def full_step(parts, args, timer: Timer, encoder: str) -> Dict[str, float]:
+    """One coarse training step through nerfstudio's Trainer with this guidance: ms per step and ms in the UNet."""
+    from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+    from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
+    from single_image_nerf.method_configs import coarse_trainer_config
+
+    _tests_on_path()
+    from tiny_training import write_ball_image  # pylint: disable=import-outside-toplevel
+
+    work = Path(tempfile.mkdtemp(prefix="guidance-step-"))
+    config = coarse_trainer_config(max_steps=1_000_000)
+    config.machine.device_type = timer.device.type
+    config.vis = "tensorboard"
+    config.output_dir = work / "outputs"
+    config.steps_per_save = config.steps_per_eval_image = config.steps_per_eval_batch = 1_000_000
+    config.steps_per_eval_all_images = 1_000_000
+    config.logging.local_writer.enable = False
+    config.logging.profiler = "none"
+    pipeline = config.pipeline
+    pipeline.datamanager.data = write_ball_image(work / "ball.png", size=128)
+    pipeline.datamanager.novel_views.resolution = args.render
+    pipeline.datamanager.novel_views.views_per_step = args.views
+    pipeline.model.albedo_iters = 0  # shaded steps (normals through the field): the costlier kind
+    pipeline.guidance = StableDiffusionGuidanceConfig(model_path="<in memory>", prompt=PROMPT,
+                                                      negative_prompt=NEGATIVE, encoder=encoder,
+                                                      resolution=args.resolution)
+    config.set_timestamp()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    trainer.pipeline.train()
+    clock = ModuleClock(trainer.pipeline.guidance.unet, timer)
+    step = [0]
+
+    def one() -> None:
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step[0], location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+        trainer.train_iteration(step[0])
+        for callback in trainer.callbacks:
+            callback.run_callback_at_location(step[0], location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+        step[0] += 1
+
+    for _ in range(timer.warmup):
+        one()
+    clock.reset()
+    step_ms = Timer(timer.device, timer.repeats, 0)(one)
+    unet_ms = clock.total_ms / max(clock.calls, 1)
+    return {"step_ms": step_ms, "unet_ms": unet_ms, "encoder": trainer.pipeline.guidance.encoder}
+
+
+# -------------------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--architecture", choices=("tiny", "sd21-base"), default="tiny")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--encoders", nargs="+", choices=("latent", "vae"), default=["latent", "vae"])
+    parser.add_argument("--render", type=int, default=64, help="side of the novel-view render in pixels")
+    parser.add_argument("--views", type=int, default=1, help="novel views per step")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="image side the latents stand for (default: the model's native size)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls before each measurement")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--with-render", action="store_true",
+                        help="also time a full coarse training step and the share spent outside the UNet")
+    parser.add_argument("--step-encoder", choices=("auto", "latent", "vae"), default="auto",
+                        help="encoder of the full training step")
+    args = parser.parse_args()
+
+    import torch
+
+    from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
+    from single_image_nerf.guidance.base import GuidanceContext
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    timer = Timer(device, args.repeats, args.warmup)
+
+    start = time.perf_counter()
+    parts = (sd21_base_parts if args.architecture == "sd21-base" else tiny_parts)(device, dtype)
+    build_s = time.perf_counter() - start
+    use_parts(parts)
+    config = StableDiffusionGuidanceConfig(model_path="<in memory>", prompt=PROMPT, negative_prompt=NEGATIVE,
+                                           resolution=args.resolution)
+    guide = config.setup(context=GuidanceContext(device=device))
+    rows, totals = guidance_rows(guide, parts, args, timer)
+
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"cpu, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    print(f"\nStable Diffusion guidance per step, {args.architecture} ({str(dtype).replace('torch.', '')}, {where}), "
+          f"{args.views} view(s) of {args.render}px, median of {args.repeats} after {args.warmup} warm-up; "
+          f"models built in {build_s:.1f} s")
+    print("| part | ms |\n|---|---:|")
+    for label, ms in rows:
+        print(f"| {label} | {ms:,.1f} |")
+    for encoder, ms in totals.items():
+        print(f"| guidance total per step, encoder {encoder} (encode + score + backward) | {ms:,.1f} |")
+
+    if args.with_render:
+        step = full_step(parts, args, timer, args.step_encoder)
+        outside = step["step_ms"] - step["unet_ms"]
+        print(f"\nfull coarse training step (Trainer, default model, shaded, {args.views} novel view(s) of "
+              f"{args.render}px, encoder {step['encoder']})")
+        print("| step ms | UNet ms | outside the UNet ms | share outside the UNet |\n|---:|---:|---:|---:|")
+        print(f"| {step['step_ms']:,.1f} | {step['unet_ms']:,.1f} | {outside:,.1f} | "
+              f"{100.0 * outside / step['step_ms']:.1f} % |")
+
+
+if __name__ == "__main__":
+    main()
