@@ -94,6 +94,7 @@ def use_parts(parts) -> None:
     """Make the guidance (and a pipeline that builds one) take `parts` instead of loading from a folder."""
     from single_image_nerf.guidance import loading
 
+    loading.stable_diffusion_folder = lambda *args, **kwargs: parts.folder
     loading.load_stable_diffusion = lambda *args, **kwargs: parts
 
 
@@ -165,10 +166,12 @@ def guidance_rows(guide, parts, args, timer: Timer) -> Tuple[List[Tuple[str, flo
 
     device = guide.device
     texts = guide.prompts + [guide.config.negative_prompt]
+    encode_text = guide._encode_text  # pylint: disable=protected-access
     rows = [(f"text encoding, {len(texts)} prompts (once at set-up; cached: 0 per step)",
-             timer(lambda: guide._encode_text(parts.text_encoder, texts), repeats=1))]  # pylint: disable=protected-access
+             timer(lambda: encode_text(parts.text_encoder, texts), repeats=1))]
     cameras = cameras_for(args.views, args.render, device)
-    rows.append(("view embeddings, per step (lookup of the cached prompts)", timer(lambda: guide.view_embeddings(cameras))))
+    rows.append(("view embeddings, per step (lookup of the cached prompts)",
+                 timer(lambda: guide.view_embeddings(cameras))))
     cond = guide.view_embeddings(cameras)
     renders = torch.rand(args.views, 3, args.render, args.render, device=device)
 

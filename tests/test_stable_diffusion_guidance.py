@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from single_image_nerf.data.camera_sampling import orbit_cameras
+from single_image_nerf.errors import UserInputError
 from single_image_nerf.guidance import sds
 from single_image_nerf.guidance.base import GuidanceContext
 from single_image_nerf.guidance.loading import GuidanceUnavailableError
@@ -115,6 +116,25 @@ def test_auto_encoder_is_latent_on_cpu_and_resolution_is_configurable():
     assert guide.encoder == "latent" and guide.latent_size == 16
     with pytest.raises(SystemExit):
         guidance(resolution=31)  # not a multiple of the VAE factor (2 for the tiny model)
+
+
+@pytest.mark.parametrize("resolution", [31, -16])
+def test_bad_resolution_fails_with_one_line_before_any_weight_is_loaded(monkeypatch, resolution):
+    from single_image_nerf.guidance import loading
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("weights were loaded before the resolution was checked")
+
+    monkeypatch.setattr(loading, "load_stable_diffusion", no_loading)
+    with pytest.raises(UserInputError) as error:
+        guidance(resolution=resolution)
+    message = str(error.value)
+    assert "pipeline.guidance:stable-diffusion --pipeline.guidance.resolution" in message and "\n" not in message
+
+
+def test_missing_token_file_fails_with_one_line_naming_the_subcommand(tmp_path):
+    with pytest.raises(UserInputError, match="pipeline.guidance:stable-diffusion --pipeline.guidance.token-path"):
+        guidance(token_path=tmp_path / "token.bin")
 
 
 def test_view_prompts_for_cameras_at_known_azimuth_and_elevation():

@@ -7,9 +7,10 @@ from the cache or the hub, and every component is then loaded from that local fo
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from single_image_nerf.errors import UserInputError
 
@@ -106,15 +107,32 @@ def freeze(module):
     return module
 
 
-def load_stable_diffusion(model: str, device, dtype, flag: str) -> StableDiffusionParts:
-    """Tokenizer, text encoder, UNet, VAE and noise schedule of `model` (hub id or folder), frozen, on `device`."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
+def stable_diffusion_folder(model: str, flag: str) -> Path:
+    """The local folder of `model` (hub id or folder) with the files the guidance needs; one line if there is none."""
     what = "Stable Diffusion weights"
     folder = resolve_pretrained(model, _SD_SAFETENSORS, SD_REQUIRED, flag, what)
     if not has_weights(folder, SD_SUBFOLDERS) and not Path(model).expanduser().is_dir():
         folder = resolve_pretrained(model, _SD_PICKLES, SD_REQUIRED, flag, what)
+    return folder
+
+
+def vae_scale_factor_of(folder: Path) -> Optional[int]:
+    """Pixels per latent along a side, read from the folder's vae/config.json before any weight is loaded (None when
+    the file cannot be read: the caller checks again once the VAE is loaded)."""
+    try:
+        blocks = json.loads((Path(folder) / "vae" / "config.json").read_text())["block_out_channels"]
+        return 2 ** (len(blocks) - 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_stable_diffusion(model: str, device, dtype, flag: str, folder: Optional[Path] = None) -> StableDiffusionParts:
+    """Tokenizer, text encoder, UNet, VAE and noise schedule of `model` (hub id or folder), frozen, on `device`;
+    `folder`: the one `stable_diffusion_folder` already found."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    folder = folder if folder is not None else stable_diffusion_folder(model, flag)
     parts = {
         "tokenizer": load_component(CLIPTokenizer.from_pretrained, folder, model, flag, subfolder="tokenizer"),
         "text_encoder": load_component(CLIPTextModel.from_pretrained, folder, model, flag, subfolder="text_encoder"),

@@ -115,6 +115,16 @@ def choose_encoder(encoder: str, device: torch.device) -> str:
     return encoder
 
 
+def check_resolution(resolution: Optional[int], factor: Optional[int]) -> None:
+    """One line unless `resolution` is None or a positive multiple of the VAE's `factor` (None: not known yet)."""
+    if resolution is None:
+        return
+    if resolution <= 0 or (factor is not None and resolution % factor):
+        multiple = f"a positive multiple of {factor}" if factor else "positive"
+        raise UserInputError(f"pipeline.guidance:stable-diffusion --pipeline.guidance.resolution {resolution}: must be "
+                             f"{multiple} (the VAE's pixels per latent)")
+
+
 class StableDiffusionGuidance(Guidance):
     """SDS on novel-view renders; frozen Stable Diffusion kept outside the Model."""
 
@@ -123,7 +133,8 @@ class StableDiffusionGuidance(Guidance):
     def __init__(self, config: StableDiffusionGuidanceConfig, context: GuidanceContext) -> None:
         super().__init__(config, context)
         from single_image_nerf.guidance.latents import fit_linear_latent_map
-        from single_image_nerf.guidance.loading import load_stable_diffusion
+        from single_image_nerf.guidance.loading import (load_stable_diffusion, stable_diffusion_folder,
+                                                        vae_scale_factor_of)
         from single_image_nerf.guidance.textual_inversion import add_token
 
         self.device = torch.device(context.device)
@@ -131,14 +142,15 @@ class StableDiffusionGuidance(Guidance):
         token = self._find_token()
         self.prompt = resolve_prompt(config.prompt, context.caption, token[0] if token else None,
                                      config.token_template)
-        parts = load_stable_diffusion(config.model_path, self.device, self.dtype, MODEL_PATH_FLAG)
+        folder = stable_diffusion_folder(config.model_path, MODEL_PATH_FLAG)
+        check_resolution(config.resolution, vae_scale_factor_of(folder))  # before minutes of loading
+        parts = load_stable_diffusion(config.model_path, self.device, self.dtype, MODEL_PATH_FLAG, folder=folder)
         if token is not None:
             add_token(parts.tokenizer, parts.text_encoder, token[0], token[1])
         self.unet, self.vae, self.tokenizer = parts.unet, parts.vae, parts.tokenizer
         self.vae_scale_factor = parts.vae_scale_factor
+        check_resolution(config.resolution, self.vae_scale_factor)
         self.resolution = config.resolution or parts.native_resolution
-        if self.resolution % self.vae_scale_factor:
-            raise UserInputError(f"--pipeline.guidance.resolution must be a multiple of {self.vae_scale_factor}")
         self.latent_size = self.resolution // self.vae_scale_factor
         self.encoder = choose_encoder(config.encoder, self.device)
         self.latent_map = fit_linear_latent_map(self.vae, self.device) if self.encoder == "latent" else None
@@ -167,7 +179,8 @@ class StableDiffusionGuidance(Guidance):
             path = Path(self.context.data_dir) / TOKEN_FILE
         if path is None or not Path(path).exists():
             if self.config.token_path is not None:
-                raise UserInputError(f"--pipeline.guidance.token-path {path} does not exist")
+                raise UserInputError(f"pipeline.guidance:stable-diffusion --pipeline.guidance.token-path {path} "
+                                     "does not exist; pass the token.bin written by data_scripts/textual_inversion.py")
             return None
         return load_token(Path(path))
 
