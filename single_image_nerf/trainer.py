@@ -31,6 +31,15 @@ class SingleImageTrainerConfig(TrainerConfig):
         super().set_experiment_name()
 
 
+    def save_config(self) -> None:
+        """As nerfstudio does, with one line when the run folder cannot be written."""
+        try:
+            super().save_config()
+        except OSError as error:
+            raise UserInputError(f"cannot write the run folder {self.get_base_dir()}: "
+                                 f"{error.strerror or error} (choose another --output-dir)") from None
+
+
 def checkpoint_steps(checkpoint_dir: Path) -> list:
     """The steps of the `step-NNNNNNNNN.ckpt` files in a folder, ascending (other files are ignored)."""
     steps = []

@@ -221,9 +221,38 @@ def reference_rgba(data: Path) -> Tuple[Tensor, Path]:
         from single_image_nerf.errors import UserInputError
 
         raise UserInputError(f"{image_path} does not exist: give a preprocessed data folder or an image")
-    image = Image.open(image_path).convert("RGBA")
+    try:
+        image = Image.open(image_path).convert("RGBA")
+    except (OSError, ValueError) as error:
+        from single_image_nerf.errors import UserInputError
+
+        raise UserInputError(f"{image_path} is not a readable image ({type(error).__name__}): give a preprocessed "
+                             "data folder or an RGBA image") from None
     rgba = torch.from_numpy(np.asarray(image).astype(np.float32) / 255.0)
     return rgba, (data if data.is_dir() else data.parent)
+
+
+def check_options(config: TextualInversionConfig, folder: Path) -> None:
+    """Refuse impossible options and an output folder that cannot be written, before any weights are loaded."""
+    import os
+
+    from single_image_nerf.errors import UserInputError
+
+    checks = [(config.steps >= 1, f"--steps must be at least 1, got {config.steps}"),
+              (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
+              (config.learning_rate > 0, f"--learning-rate must be positive, got {config.learning_rate}"),
+              (config.resolution is None or config.resolution >= 8,
+               f"--resolution must be at least 8, got {config.resolution}"),
+              (0 < config.crop_scale[0] <= config.crop_scale[1] <= 1,
+               f"--crop-scale must be ordered within (0, 1], got {config.crop_scale}")]
+    for ok, message in checks:
+        if not ok:
+            raise UserInputError(message)
+    ancestor = Path(folder).absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserInputError(f"cannot write the token into {folder}: {ancestor} is not a writable folder")
 
 
 def textual_inversion(data: Path, config: TextualInversionConfig, device: Optional[torch.device] = None,
@@ -235,6 +264,7 @@ def textual_inversion(data: Path, config: TextualInversionConfig, device: Option
     device = torch.device(device or "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     rgba, folder = reference_rgba(data)
+    check_options(config, output or folder)
     parts = load_stable_diffusion(config.model_path, device, dtype, flag="--model-path")
     embedding = learn_token(rgba, config, parts, device)
     meta = {item.name: getattr(config, item.name) for item in fields(TextualInversionConfig)

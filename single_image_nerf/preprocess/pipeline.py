@@ -136,6 +136,13 @@ def _check_output(output_dir: Path, overwrite: bool) -> None:
     """Refuses an existing folder unless overwrite, and never replaces a folder this function did not write."""
     if output_dir.exists() and not output_dir.is_dir():
         raise PreprocessError(f"{output_dir} exists and is not a folder; choose another --output")
+    ancestor = output_dir.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise PreprocessError(f"cannot create {output_dir}: {ancestor} is a file, not a folder; choose another --output")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PreprocessError(f"cannot create {output_dir}: {ancestor} is not writable; choose another --output")
     if not output_dir.exists() or not any(output_dir.iterdir()):
         return
     if not overwrite:

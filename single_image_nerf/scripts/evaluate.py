@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from single_image_nerf import metrics as M
+from single_image_nerf.errors import UserInputError
 from single_image_nerf.data.camera_sampling import fov_from_focal, orbit_cameras, pose_angles
 from single_image_nerf.known_objects import KnownObject, composite, get_known_object, render_known_object, \
     sample_surface
@@ -290,7 +291,7 @@ def _evaluate(pipeline, model, config: EvaluateConfig, scorer: ImageScorer) -> D
     posed = read_posed_images(config.posed_images) if config.posed_images is not None else None
     obj = None if posed is not None else known_object_of_run(pipeline, config.known_object)
     if posed is None and obj is None:
-        raise ValueError("no ground truth: pass --known-object NAME or --posed-images DIR")
+        raise UserInputError("no ground truth: pass --known-object NAME or --posed-images DIR")
 
     views: List[Dict[str, Any]] = []
 
@@ -405,6 +406,21 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
     """Load the run through nerfstudio's eval_setup, evaluate it, print the tables and write the JSON."""
     from nerfstudio.utils.eval_utils import eval_setup
 
+    from single_image_nerf.scripts import run_loading
+
+    checks = [("--num-views", config.num_views, 0), ("--geometry-views", config.geometry_views, 0),
+              ("--geometry-resolution", config.geometry_resolution, 8), ("--num-points", config.num_points, 1)]
+    if config.resolution is not None:
+        checks.append(("--resolution", config.resolution, 8))
+    for name, value, low in checks:
+        if value < low:
+            raise UserInputError(f"{name} must be at least {low}, got {value}")
+    if not config.f_score_threshold > 0:
+        raise UserInputError(f"--f-score-threshold must be positive, got {config.f_score_threshold}")
+    if config.posed_images is not None and not Path(config.posed_images).is_dir():
+        raise UserInputError(f"--posed-images {config.posed_images} is not a folder")
+    run_config = run_loading.read_run_config(config.load_config)
+    run_loading.check_checkpoint(run_config, config.load_config)
     _, pipeline, checkpoint, step = eval_setup(config.load_config, test_mode="inference")
     report = evaluate_pipeline(pipeline, config)
     report["checkpoint"], report["step"] = str(checkpoint), int(step)

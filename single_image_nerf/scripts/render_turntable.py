@@ -163,6 +163,12 @@ def render_turntable(config: TurntableConfig, pipeline=None, announce: Callable[
                              ("--fps", config.fps, 1)):
         if value < low:
             raise UserInputError(f"{name} must be at least {low}, got {value}")
+    if config.radius is not None and not config.radius > 0:
+        raise UserInputError(f"--radius must be positive, got {config.radius}")
+    if config.fov is not None and not 0 < config.fov < 180:
+        raise UserInputError(f"--fov must lie in (0, 180) degrees, got {config.fov}")
+    if config.elevation is not None and not -90 <= config.elevation <= 90:
+        raise UserInputError(f"--elevation must lie in [-90, 90] degrees, got {config.elevation}")
     output = check_video_output(config.output, config.overwrite, config.resolution)
     if pipeline is None:
         run_config = run_loading.read_run_config(config.load_config)

@@ -1,0 +1,307 @@
+"""Bad input across the commands: each case must end with one clear line on stderr (no traceback) and a non-zero
+exit, and leave every file the user already had exactly as it was (bytes and modification time).
+
+Commands are called in-process through the functions their console scripts call (ns-train through nerfstudio's
+`train.main`); three cases run the real console commands to check what reaches the terminal."""
+
+import contextlib
+import copy
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from tiny_training import tiny_config, train, write_ball_image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "data_scripts"))
+PROGRESS = re.compile(r"\d+%\||\r")
+"""A progress bar's line (tqdm), which a terminal overwrites; it is not an error line."""
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+def snapshot(root: Path) -> Dict[str, Tuple[int, bytes]]:
+    """Every file under `root`: modification time and bytes."""
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def run_case(call: Callable[[], object]) -> Tuple[int, List[str]]:
+    """Run a command in-process: its exit status and the lines it wrote to stderr (SystemExit messages included,
+    as Python prints them; progress bars left out)."""
+    err = io.StringIO()
+    status = 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            result = call()
+            status = result if isinstance(result, int) else 0
+        except SystemExit as exit_:
+            if isinstance(exit_.code, str):
+                err.write(exit_.code + "\n")
+                status = 1
+            else:
+                status = exit_.code or 0
+    lines = [line for line in err.getvalue().splitlines() if line.strip() and not PROGRESS.search(line)]
+    return status, lines
+
+
+def assert_refused(call: Callable[[], object], expected: str, user_files: Path) -> None:
+    before = snapshot(user_files)
+    status, lines = run_case(call)
+    assert status != 0, f"exit status 0 (stderr: {lines})"
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0] and expected.lower() in lines[0].lower(), lines[0]
+    after = snapshot(user_files)
+    changed = [name for name, state in before.items() if after.get(name) != state]
+    assert not changed, f"files the user had were changed or removed: {changed}"
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    """What a user has: photos, a preprocessed folder, a file in the way, a finished coarse run, other runs."""
+    root = tmp_path_factory.mktemp("user")
+    write_ball_image(root / "disc.png", size=32)
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "corrupt.jpg").write_bytes(os.urandom(2000))
+    (root / "truncated.png").write_bytes((root / "disc.png").read_bytes()[:200])
+    Image.fromarray(np.zeros((32, 32, 4), np.uint8)).save(root / "transparent.png")
+    (root / "notes.txt").write_text("a file where a folder is expected\n")
+    (root / "empty_folder").mkdir()
+    data = root / "data" / "disc"
+    data.mkdir(parents=True)
+    (data / "rgba.png").write_bytes((root / "disc.png").read_bytes())
+    (data / "caption.txt").write_text("a ball\n")
+    bad_depth = root / "data" / "bad_depth"
+    bad_depth.mkdir()
+    (bad_depth / "rgba.png").write_bytes((root / "disc.png").read_bytes())
+    np.save(bad_depth / "depth.npy", np.ones((5, 7), np.float32))
+    (root / "existing.ply").write_bytes(b"ply\nmine\n")
+    (root / "existing.gif").write_bytes(b"GIF89a mine")
+
+    config = tiny_config(root / "disc.png", root / "outputs", steps=2, rays=128)
+    config.steps_per_save = 2
+    train(config)
+    run = config.get_base_dir() / "config.yml"
+
+    from nerfstudio.configs.method_configs import method_configs
+    other = copy.deepcopy(method_configs["nerfacto"])
+    other.output_dir = root / "outputs"
+    other_dir = root / "outputs" / "disc" / "nerfacto" / "run"
+    other_dir.mkdir(parents=True)
+    (other_dir / "config.yml").write_text(yaml.dump(other))
+    (root / "not_yaml.yml").write_text("{not: [yaml")
+    return {"root": root, "data": data, "bad_depth": bad_depth, "run": run, "nerfacto": other_dir / "config.yml",
+            "checkpoints": run.parent / "nerfstudio_models"}
+
+
+# ---------------------------------------------------------------------------------------------- sin-preprocess
+def preprocess(*argv: str) -> Callable[[], int]:
+    from single_image_nerf.preprocess.cli import main
+
+    return lambda: main(list(argv) + ["--no-depth", "--no-caption", "--quiet"])
+
+
+PREPROCESS_CASES = {
+    "missing photo": (lambda r: preprocess(str(r / "nope.jpg"), "-o", str(r / "out1")), "nope.jpg"),
+    "empty photo": (lambda r: preprocess(str(r / "empty.jpg"), "-o", str(r / "out2")), "empty.jpg"),
+    "corrupt photo": (lambda r: preprocess(str(r / "corrupt.jpg"), "-o", str(r / "out3")), "corrupt.jpg"),
+    "truncated png": (lambda r: preprocess(str(r / "truncated.png"), "-o", str(r / "out4")), "truncated.png"),
+    "folder as photo": (lambda r: preprocess(str(r / "empty_folder"), "-o", str(r / "out5")), "empty_folder"),
+    "empty mask": (lambda r: preprocess(str(r / "transparent.png"), "-o", str(r / "out6"), "--mask-from", "alpha"),
+                   "mask"),
+    "size 0": (lambda r: preprocess(str(r / "disc.png"), "-o", str(r / "out7"), "--size", "0"), "size"),
+    "negative border": (lambda r: preprocess(str(r / "disc.png"), "-o", str(r / "out8"), "--border", "-0.1"),
+                        "border"),
+    "border too wide": (lambda r: preprocess(str(r / "disc.png"), "-o", str(r / "out9"), "--border", "0.6"),
+                        "border"),
+    "existing output": (lambda r: preprocess(str(r / "disc.png"), "-o", str(r / "data" / "disc")), "--overwrite"),
+    "output under a file": (lambda r: preprocess(str(r / "disc.png"), "-o", str(r / "notes.txt" / "out")),
+                            "notes.txt"),
+    "bad prompt point": (lambda r: preprocess(str(r / "disc.png"), "-o", str(r / "out10"), "--points", "3;4"),
+                         "point"),
+    "missing sam checkpoint": (lambda r: preprocess(str(r / "corrupt.jpg").replace("corrupt.jpg", "disc.png"), "-o",
+                                                    str(r / "out11"), "--mask-from", "sam", "--sam-checkpoint",
+                                                    str(r / "sam.pth")), "sam"),
+}
+
+
+@pytest.mark.parametrize("case", list(PREPROCESS_CASES))
+def test_preprocess(user, case):
+    make, expected = PREPROCESS_CASES[case]
+    assert_refused(make(user["root"]), expected, user["root"])
+
+
+# ---------------------------------------------------------------------------------------------------- ns-train
+def ns_train(user, edit: Callable) -> Callable[[], None]:
+    from nerfstudio.scripts.train import main
+
+    # Runs of the cases go beside the user's files (ns-train writes config.yml before it checks the data).
+    config = tiny_config(user["root"] / "disc.png", user["root"].parent / "case_outputs", steps=2, rays=128)
+    config.vis = "tensorboard"
+    edit(config)
+    return lambda: main(config)
+
+
+def _set(path: str, value) -> Callable:
+    def edit(config):
+        target = config
+        *parents, name = path.split(".")
+        for parent in parents:
+            target = getattr(target, parent)
+        setattr(target, name, value(config) if callable(value) else value)
+    return edit
+
+
+TRAIN_CASES = {
+    "missing data": (lambda u: _set("pipeline.datamanager.data", u["root"] / "nope"), "does not exist"),
+    "wrong folder": (lambda u: _set("pipeline.datamanager.data", u["root"] / "empty_folder"), "rgba.png"),
+    "corrupt image": (lambda u: _set("pipeline.datamanager.data", u["root"] / "corrupt.jpg"), "corrupt.jpg"),
+    "empty image": (lambda u: _set("pipeline.datamanager.data", u["root"] / "empty.jpg"), "empty.jpg"),
+    "empty mask": (lambda u: _set("pipeline.datamanager.data", u["root"] / "transparent.png"), "mask"),
+    "depth of another size": (lambda u: _set("pipeline.datamanager.data", u["bad_depth"]), "depth.npy"),
+    "fov 180": (lambda u: _set("pipeline.datamanager.dataparser.reference_fov", 180.0), "fov"),
+    "negative radius": (lambda u: _set("pipeline.datamanager.dataparser.reference_radius", -2.5), "radius"),
+    "image size 0": (lambda u: _set("pipeline.datamanager.dataparser.image_size", 0), "image size"),
+    "novel fov 180": (lambda u: _set("pipeline.datamanager.novel_views.fov_range", (30.0, 180.0)), "fov"),
+    "novel radius negative": (lambda u: _set("pipeline.datamanager.novel_views.radius_range", (-3.0, 3.0)),
+                              "radius"),
+    "load-dir not a folder": (lambda u: _set("load_dir", u["root"] / "nope"), "--load-dir"),
+    "load-dir without checkpoints": (lambda u: _set("load_dir", u["root"] / "empty_folder"), "no step-"),
+    "load-step missing": (lambda u: (lambda c: (_set("load_dir", u["checkpoints"])(c),
+                                                _set("load_step", 12345)(c))), "--load-step 12345"),
+    "checkpoint of other settings": (lambda u: (lambda c: (_set("load_dir", u["checkpoints"])(c),
+                                                           _set("pipeline.model.num_levels", 4)(c))), "checkpoint"),
+    "output folder under a file": (lambda u: _set("output_dir", u["root"] / "notes.txt" / "outputs"), "notes.txt"),
+}
+
+
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_ns_train(user, case):
+    make, expected = TRAIN_CASES[case]
+    assert_refused(ns_train(user, make(user)), expected, user["root"])
+
+
+# ------------------------------------------------------------------------------------------------------ refine
+def refine(user, coarse: Path) -> Callable[[], None]:
+    from nerfstudio.scripts.train import main
+
+    from single_image_nerf.method_configs import refine_trainer_config
+
+    config = refine_trainer_config(max_steps=2)
+    config.machine.device_type = "cpu"
+    config.vis = "tensorboard"
+    config.output_dir = user["root"].parent / "case_outputs"
+    config.pipeline.model.coarse_config = coarse
+    return lambda: main(config)
+
+
+REFINE_CASES = {
+    "no coarse run": (lambda u: None, "coarse-config"),
+    "missing coarse config": (lambda u: u["root"] / "nope.yml", "does not exist"),
+    "another method's run": (lambda u: u["nerfacto"], "nerfacto"),
+    "not a config": (lambda u: u["root"] / "not_yaml.yml", "not a nerfstudio config.yml"),
+    "a folder": (lambda u: u["root"] / "empty_folder", "folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFINE_CASES))
+def test_refine(user, case):
+    make, expected = REFINE_CASES[case]
+    assert_refused(refine(user, make(user)), expected, user["root"])
+
+
+# ------------------------------------------------------------------------------------------ textual inversion
+def textual_inversion(*argv: str) -> Callable[[], object]:
+    import textual_inversion as script  # data_scripts/textual_inversion.py
+
+    return lambda: script.main(list(argv) + ["--device", "cpu"])
+
+
+TI_CASES = {
+    "missing data": (lambda r: textual_inversion("--data", str(r / "nope")), "does not exist"),
+    "wrong folder": (lambda r: textual_inversion("--data", str(r / "empty_folder")), "rgba.png"),
+    "corrupt image": (lambda r: textual_inversion("--data", str(r / "corrupt.jpg")), "corrupt.jpg"),
+    "zero steps": (lambda r: textual_inversion("--data", str(r / "data" / "disc"), "--steps", "0"), "steps"),
+    "missing weights": (lambda r: textual_inversion("--data", str(r / "data" / "disc"), "--model-path",
+                                                    str(r / "no_model")), "no_model"),
+    "output under a file": (lambda r: textual_inversion("--data", str(r / "data" / "disc"), "--output",
+                                                        str(r / "notes.txt" / "token")), "notes.txt"),
+}
+
+
+@pytest.mark.parametrize("case", list(TI_CASES))
+def test_textual_inversion(user, case):
+    make, expected = TI_CASES[case]
+    assert_refused(make(user["root"]), expected, user["root"])
+
+
+# ------------------------------------------------------------------------------------------ exports, evaluate
+def export_mesh(config: Path, output: Path, **options) -> Callable[[], None]:
+    from single_image_nerf.scripts.export_mesh import ExportMeshConfig, export_mesh as run
+
+    return lambda: run(ExportMeshConfig(load_config=config, output=output, **options))
+
+
+def turntable(config: Path, output: Path, **options) -> Callable[[], object]:
+    from single_image_nerf.scripts.render_turntable import TurntableConfig, render_turntable
+
+    return lambda: render_turntable(TurntableConfig(load_config=config, output=output, **options))
+
+
+def evaluate(config: Path, **options) -> Callable[[], object]:
+    from single_image_nerf.scripts.evaluate import EvaluateConfig, run
+
+    return lambda: run(EvaluateConfig(load_config=config, **options))
+
+
+EXPORT_CASES = {
+    "mesh: missing config": (lambda u: export_mesh(u["root"] / "nope.yml", u["root"] / "m.ply"), "nope.yml"),
+    "mesh: another method's run": (lambda u: export_mesh(u["nerfacto"], u["root"] / "m.ply"), "nerfacto"),
+    "mesh: existing output": (lambda u: export_mesh(u["run"], u["root"] / "existing.ply"), "--overwrite"),
+    "mesh: resolution 0": (lambda u: export_mesh(u["run"], u["root"] / "m.ply", resolution=0), "resolution"),
+    "mesh: output under a file": (lambda u: export_mesh(u["run"], u["root"] / "notes.txt" / "m.ply"), "notes.txt"),
+    "turntable: zero frames": (lambda u: turntable(u["run"], u["root"] / "t.gif", frames=0), "--frames"),
+    "turntable: existing output": (lambda u: turntable(u["run"], u["root"] / "existing.gif"), "--overwrite"),
+    "turntable: negative radius": (lambda u: turntable(u["run"], u["root"] / "t.gif", radius=-1.0), "radius"),
+    "turntable: fov 180": (lambda u: turntable(u["run"], u["root"] / "t.gif", fov=180.0), "fov"),
+    "turntable: another method's run": (lambda u: turntable(u["nerfacto"], u["root"] / "t.gif"), "nerfacto"),
+    "evaluate: missing config": (lambda u: evaluate(u["root"] / "nope.yml"), "nope.yml"),
+    "evaluate: not a config": (lambda u: evaluate(u["root"] / "not_yaml.yml"), "not_yaml.yml"),
+    "evaluate: negative views": (lambda u: evaluate(u["run"], known_object="sphere", num_views=-1), "views"),
+    "evaluate: no ground truth": (lambda u: evaluate(u["run"], geometry_views=0, num_views=1), "ground truth"),
+    "evaluate: missing posed images": (lambda u: evaluate(u["run"], posed_images=u["root"] / "nope"), "nope"),
+}
+
+
+@pytest.mark.parametrize("case", list(EXPORT_CASES))
+def test_exports_and_evaluate(user, case):
+    make, expected = EXPORT_CASES[case]
+    assert_refused(make(user), expected, user["root"])
+
+
+# ------------------------------------------------------------------------------- what reaches the terminal
+@pytest.mark.parametrize("argv, expected", [
+    (["ns-train", "single-image-nerf", "--data", "{root}/corrupt.jpg", "--machine.device-type", "cpu",
+      "--vis", "tensorboard", "pipeline.guidance:none"], "corrupt.jpg"),
+    (["sin-preprocess", "{root}/empty.jpg", "--output", "{root}/out_cli"], "empty.jpg"),
+    (["sin-export-mesh", "--load-config", "{root}/nope.yml"], "nope.yml"),
+], ids=["ns-train", "sin-preprocess", "sin-export-mesh"])
+def test_console_commands_print_one_line(user, argv, expected):
+    root = user["root"]
+    before = snapshot(root)
+    command = [str(Path(sys.executable).parent / argv[0])] + [a.format(root=root) for a in argv[1:]]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=root, timeout=300,
+                            env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    lines = [line for line in re.split(r"[\r\n]", result.stderr) if line.strip() and not PROGRESS.search(line)]
+    assert result.returncode != 0
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in result.stderr, result.stderr[-3000:]
+    after = snapshot(root)
+    assert all(after.get(name) == state for name, state in before.items())
