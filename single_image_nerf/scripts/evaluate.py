@@ -284,6 +284,10 @@ def evaluate_pipeline(pipeline, config: EvaluateConfig, scorer: Optional[ImageSc
         model.train(was_training)
 
 
+class NoGroundTruth(ValueError):
+    """Neither a known object nor posed images to compare with."""
+
+
 def _evaluate(pipeline, model, config: EvaluateConfig, scorer: ImageScorer) -> Dict[str, Any]:
     background = config.background
     reference = reference_camera(pipeline).to("cpu")
@@ -291,7 +295,7 @@ def _evaluate(pipeline, model, config: EvaluateConfig, scorer: ImageScorer) -> D
     posed = read_posed_images(config.posed_images) if config.posed_images is not None else None
     obj = None if posed is not None else known_object_of_run(pipeline, config.known_object)
     if posed is None and obj is None:
-        raise UserInputError("no ground truth: pass --known-object NAME or --posed-images DIR")
+        raise NoGroundTruth("no ground truth: pass --known-object NAME or --posed-images DIR")
 
     views: List[Dict[str, Any]] = []
 
@@ -422,7 +426,10 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
     run_config = run_loading.read_run_config(config.load_config)
     run_loading.check_checkpoint(run_config, config.load_config)
     _, pipeline, checkpoint, step = eval_setup(config.load_config, test_mode="inference")
-    report = evaluate_pipeline(pipeline, config)
+    try:
+        report = evaluate_pipeline(pipeline, config)
+    except NoGroundTruth as error:
+        raise UserInputError(str(error)) from None
     report["checkpoint"], report["step"] = str(checkpoint), int(step)
     print_report(report)
     if config.output_json is not None:
