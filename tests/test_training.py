@@ -15,8 +15,10 @@ from nerfstudio.cameras.cameras import Cameras
 from tiny_training import tiny_config, train, write_ball_image
 
 FIT_STEPS = 80
-FIT_PSNR_THRESHOLD = 20.0
-"""Measured: about 24-25 dB after 80 steps at these sizes; a mirrored or misplaced camera stays near 12-14 dB."""
+FIT_PSNR_THRESHOLD = 17.0
+"""Measured on the four-quadrant disc after 80 steps: 21.0 dB with the documented camera; the same training with
+the reference camera deliberately broken gives 12.5 dB when mirrored (x axis negated) and 12.8 dB upside down
+(y axis negated), seen from the documented camera."""
 
 
 def hand_built_reference_camera(size: int, radius: float = 2.5, fov_deg: float = 40.0) -> Cameras:

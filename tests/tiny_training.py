@@ -15,12 +15,13 @@ from single_image_nerf.method_configs import coarse_trainer_config
 
 
 def write_ball_image(path: Path, size: int = 64) -> Path:
-    """An RGBA image of a shaded, two-coloured disc on a transparent background."""
+    """An RGBA disc on a transparent background, its four quadrants coloured apart (left/right differ in red,
+    top/bottom in green), so that a mirrored or upside-down camera cannot fit it."""
     rows, cols = np.mgrid[:size, :size].astype(np.float32)
     centre = (size - 1) / 2.0
     radius = np.hypot(rows - centre, cols - centre)
     alpha = np.clip(0.3 * size - radius + 0.5, 0.0, 1.0)
-    rgb = np.stack([0.8 * (cols < centre) + 0.1, 0.2 + 0.6 * rows / size, np.full_like(rows, 0.3)], axis=-1)
+    rgb = np.stack([0.8 * (cols < centre) + 0.1, 0.8 * (rows > centre) + 0.1, np.full_like(rows, 0.3)], axis=-1)
     rgba = np.concatenate([rgb, alpha[..., None]], axis=-1)
     Image.fromarray(np.round(rgba * 255).astype(np.uint8)).save(path)
     return path
