@@ -99,7 +99,8 @@ def preprocess_image(
     with _Steps(_step_names(opts), opts.progress, timings) as steps:
         with steps.step("load photo"):
             image = load_image(image_path, max_side=opts.max_side)
-        device = _device(opts) if opts.mask_from in ("auto", "sam") or opts.depth or _runs_caption(opts) else None
+        runs_model = _mask_source(opts, image) == "sam" or opts.depth or _runs_caption(opts)
+        device = _device(opts) if runs_model else None
         with steps.step(f"mask ({_mask_source(opts, image)})"):
             alpha, mask_info = _foreground(image, opts, device)
         rgba, crop = recentre(image.rgb, alpha, opts.border, opts.size)
