@@ -94,3 +94,85 @@ def test_fields_keep_nerfstudio_parameter_names_and_use_the_fast_path():
     assert torch.allclose(proposal.density_fn(positions), plain.density_fn(positions), atol=1e-5)
     field = CoarseField(aabb, num_levels=4, max_res=64, log2_hashmap_size=12, implementation="torch")
     assert isinstance(field.encoding, VectorisedHashEncoding)
+
+
+DENSE_SETTINGS = dict(num_levels=4, min_res=8, max_res=64, log2_hashmap_size=15, features_per_level=2,
+                      implementation="torch")  # resolutions 8, 16, 32, 64: the first two fit 2^15 densely
+
+
+def dense_reference(encoding, points, level):
+    """Direct trilinear interpolation of one densely indexed level: vertex (x, y, z) is row x + y R + z R^2 (with
+    R = resolution + 2) of the level's table."""
+    resolution = int(encoding.scalings[level])
+    side = resolution + 2
+    scaled = points * resolution
+    floor = torch.floor(scaled)
+    frac = scaled - floor
+    table = encoding.hash_table[level * encoding.hash_table_size:(level + 1) * encoding.hash_table_size]
+    out = 0.0
+    for cx in (0, 1):
+        for cy in (0, 1):
+            for cz in (0, 1):
+                corner = floor.long() + torch.tensor([cx, cy, cz])
+                weight = ((frac if cx else 1 - frac)[:, 0:1] * (frac if cy else 1 - frac)[:, 1:2]
+                          * (frac if cz else 1 - frac)[:, 2:3])
+                out = out + weight * table[corner[:, 0] + corner[:, 1] * side + corner[:, 2] * side * side]
+    return out
+
+
+def test_coarse_levels_are_indexed_densely_and_fine_levels_hashed_like_nerfstudio():
+    torch.manual_seed(0)
+    reference = HashEncoding(**DENSE_SETTINGS)
+    fast = VectorisedHashEncoding(**DENSE_SETTINGS)
+    with torch.no_grad():
+        reference.hash_table.uniform_(-1.0, 1.0)
+        fast.hash_table.copy_(reference.hash_table)
+    dense = fast._index_layout(torch.device("cpu"))[0]
+    assert dense == 2
+    points = torch.cat([torch.rand(4000, 3), torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.25, 1.0]]),
+                        torch.randint(0, 9, (200, 3)) / 8.0])
+    for grad_enabled in (True, False):
+        with torch.set_grad_enabled(grad_enabled):
+            got = fast(points).view(-1, 4, 2)
+        for level in range(dense):
+            assert torch.allclose(got[:, level], dense_reference(fast, points, level), atol=1e-5)
+        assert torch.allclose(got[:, dense:], reference(points).view(-1, 4, 2)[:, dense:], atol=1e-5)
+
+    # Every vertex of a dense level has its own row inside the level's part of the table: no collisions.
+    for level in range(dense):
+        side = int(fast.scalings[level]) + 2
+        vertices = torch.stack(torch.meshgrid(*[torch.arange(side - 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        index, _ = fast.corner_indices((vertices.float() + 0.5) / float(fast.scalings[level]))
+        rows = index[:, level].reshape(-1)
+        assert rows.unique().numel() == side ** 3 and rows.min() >= level * fast.hash_table_size
+        assert rows.max() < (level + 1) * fast.hash_table_size
+
+
+def test_dense_level_gradients_match_the_direct_reference():
+    torch.manual_seed(1)
+    fast = VectorisedHashEncoding(**DENSE_SETTINGS)
+    with torch.no_grad():
+        fast.hash_table.uniform_(-1.0, 1.0)
+    points = torch.rand(2000, 3)
+    weights = torch.randn(points.shape[0], 2)
+    expected_value = sum((dense_reference(fast, points, level) * weights).sum() for level in range(2))
+    expected_table = torch.autograd.grad(expected_value, fast.hash_table)[0]
+    select = torch.zeros(4, 2)
+    select[:2] = 1.0
+    for positions_need_grad in (False, True):  # the fused lookup, and the lerps the normals go through
+        fast.hash_table.grad = None
+        positions = points.clone().requires_grad_(positions_need_grad)
+        value = (fast(positions).view(-1, 4, 2) * select * weights[:, None]).sum()
+        value.backward()
+        assert close(fast.hash_table.grad, expected_table)
+
+    positions = points[:500].clone().requires_grad_(True)
+    reference_positions = points[:500].clone().requires_grad_(True)
+    value = (fast(positions).view(-1, 4, 2) * select * weights[:500, None]).sum()
+    expected = sum((dense_reference(fast, reference_positions, level) * weights[:500]).sum() for level in range(2))
+    got_grad = torch.autograd.grad(value, positions, create_graph=True)[0]
+    expected_grad = torch.autograd.grad(expected, reference_positions, create_graph=True)[0]
+    assert close(got_grad, expected_grad)
+    second = torch.autograd.grad(got_grad.square().sum(), fast.hash_table)[0]
+    expected_second = torch.autograd.grad(expected_grad.square().sum(), fast.hash_table)[0]
+    assert close(second, expected_second)

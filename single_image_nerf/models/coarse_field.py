@@ -22,6 +22,25 @@ HASH_PRIMES_INT32 = (1, 2654435761 - 2**32, 805459861)
 uint32 arithmetic of tiny-cuda-nn, and their low bits equal those of nerfstudio's int64 products."""
 
 
+class _WeightedLookup(torch.autograd.Function):
+    """Rows `sum_k weights[:, k] * table[index[:, k]]` by one embedding_bag; its backward accumulates into the
+    table's gradient with one index_add (torch's own embedding_bag backward sorts the indices and is several
+    times slower on the CPU). No gradient to the weights: used where the positions need none."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, index: Tensor, weights: Tensor) -> Tensor:
+        ctx.save_for_backward(index, weights)
+        ctx.table_shape = table.shape
+        return F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        index, weights = ctx.saved_tensors
+        rows = (weights[..., None] * grad[:, None, :]).reshape(-1, grad.shape[-1])
+        grad_table = grad.new_zeros(ctx.table_shape).index_add_(0, index.reshape(-1).long(), rows)
+        return grad_table, None, None
+
+
 class VectorisedHashEncoding(HashEncoding):
     """nerfstudio's HashEncoding (same parameters, same hash function, same trilinear interpolation) with a faster
     pure-torch path: the 8 corners of every level are hashed at once in int32 (the two corners per axis share one
@@ -29,27 +48,66 @@ class VectorisedHashEncoding(HashEncoding):
     lerps. Without autograd the gather and the weighting are fused in one `embedding_bag`. tiny-cuda-nn is used
     unchanged when it is installed and asked for."""
 
+    def _index_layout(self, device: torch.device) -> Tuple[int, Tensor, Tensor, Tensor]:
+        """Per level: the integer strides of the three axes, the mask and the table offset of the level (added to
+        the x term). Levels whose (resolution + 2)^3 vertices fit the table (the coarse ones, a prefix since the
+        resolutions grow) are indexed densely, `x + y R + z R^2` with R = resolution + 2, as tiny-cuda-nn does;
+        the others go through the spatial hash. Returns the number of dense levels and the three (L, 3, 1)
+        int32 tensors."""
+        cache = self.__dict__.get("_layout_cache")
+        if cache is not None and cache[0] == device:
+            return cache[1]
+        size = self.hash_table_size
+        resolutions = [int(s) for s in self.scalings.tolist()]
+        dense = 0
+        while dense < len(resolutions) and (resolutions[dense] + 2) ** 3 <= size:
+            dense += 1
+        strides, masks, offsets = [], [], []
+        for level, resolution in enumerate(resolutions):
+            side = resolution + 2
+            strides.append([1, side, side * side] if level < dense else list(HASH_PRIMES_INT32))
+            masks.append([-1] * 3 if level < dense else [size - 1] * 3)
+            offsets.append([level * size, 0, 0])
+        as_tensor = lambda rows: torch.tensor(rows, dtype=torch.int32, device=device)[..., None]  # noqa: E731
+        layout = (dense, as_tensor(strides), as_tensor(masks), as_tensor(offsets))
+        self.__dict__["_layout_cache"] = (device, layout)
+        return layout
+
+    def corner_indices(self, points: Tensor) -> Tuple[Tensor, Tensor]:
+        """Flat int32 table rows (N, L, 2, 2, 2) of the 8 corners of every level, and the fractions (N, L, 3)."""
+        scaled = points[:, None, :] * self.scalings.to(points)[:, None]  # (N, L, 3)
+        floor = torch.floor(scaled)
+        frac = scaled - floor
+        dense, strides, masks, offsets = self._index_layout(points.device)
+        low = floor.to(torch.int32)[..., None] * strides  # (N, L, 3, 1): the corner at floor along each axis
+        both = torch.cat([low, low + strides], dim=-1)  # (N, L, 3, 2): floor and floor + 1
+        # Masking each axis term before the xor equals masking the xor; the level's table offset (a multiple of
+        # the power-of-two table size) lies above the mask and so passes through the xor (or the sum) unchanged.
+        both = (both & masks) + offsets
+        index = torch.empty(points.shape[0], self.num_levels, 2, 2, 2, dtype=torch.int32, device=points.device)
+        if dense > 0:
+            terms = both[:, :dense]
+            torch.add(terms[:, :, 0, :, None, None] + terms[:, :, 1, None, :, None], terms[:, :, 2, None, None, :],
+                      out=index[:, :dense])
+        if dense < self.num_levels:
+            terms = both[:, dense:]
+            torch.bitwise_xor(terms[:, :, 0, :, None, None] ^ terms[:, :, 1, None, :, None],
+                              terms[:, :, 2, None, None, :], out=index[:, dense:])
+        return index, frac
+
     def pytorch_fwd(self, in_tensor: Tensor) -> Tensor:
         assert in_tensor.shape[-1] == 3
         batch = in_tensor.shape[:-1]
         points = in_tensor.reshape(-1, 3)
-        scaled = points[:, None, :] * self.scalings.to(points)[:, None]  # (N, L, 3)
-        floor = torch.floor(scaled)
-        frac = scaled - floor  # (N, L, 3)
-        primes = torch.tensor(HASH_PRIMES_INT32, dtype=torch.int32, device=points.device)
-        low = floor.to(torch.int32) * primes  # the corner at floor along each axis
-        both = torch.stack([low, low + primes], dim=-1)  # (N, L, 3, 2): floor and floor + 1
-        index = both[:, :, 0, :, None, None] ^ both[:, :, 1, None, :, None] ^ both[:, :, 2, None, None, :]
-        levels = torch.arange(self.num_levels, device=points.device, dtype=torch.int32) * self.hash_table_size
-        index = (index & (self.hash_table_size - 1)) + levels[:, None, None, None]  # (N, L, 2, 2, 2)
-        index = index.reshape(-1).long()
-        if not (torch.is_grad_enabled() and (in_tensor.requires_grad or self.hash_table.requires_grad)):
+        index, frac = self.corner_indices(points)
+        if not (torch.is_grad_enabled() and in_tensor.requires_grad):
+            # No gradient to the positions (everything but the normals): the gather and the weighting are fused in
+            # one embedding_bag, whose backward accumulates straight into the table's gradient.
             weights = torch.stack([1.0 - frac, frac], dim=-1)  # (N, L, 3, 2)
             weights = weights[:, :, 0, :, None, None] * weights[:, :, 1, None, :, None] * weights[:, :, 2, None, None, :]
-            encoded = F.embedding_bag(index.view(-1, 8), self.hash_table, per_sample_weights=weights.reshape(-1, 8),
-                                      mode="sum")
+            encoded = _WeightedLookup.apply(self.hash_table, index.view(-1, 8), weights.reshape(-1, 8))
             return encoded.reshape(*batch, -1)
-        corners = self.hash_table.index_select(0, index).view(*frac.shape[:2], 2, 2, 2, self.features_per_level)
+        corners = self.hash_table.index_select(0, index.view(-1).long()).view(*frac.shape[:2], 2, 2, 2, self.features_per_level)
         along_z = torch.lerp(corners[..., 0, :], corners[..., 1, :], frac[:, :, 2, None, None, None])
         along_y = torch.lerp(along_z[..., 0, :], along_z[..., 1, :], frac[:, :, 1, None, None])
         encoded = torch.lerp(along_y[..., 0, :], along_y[..., 1, :], frac[:, :, 0, None])  # (N, L, F)
