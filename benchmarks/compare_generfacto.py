@@ -50,30 +50,14 @@ def build_sd21_base_random(folder: Path, seed: int = 0) -> Path:
     """The SD-2.1-base architecture (UNet, VAE, OpenCLIP-H text encoder) with random weights, in diffusers layout.
     The tokenizer is the tiny byte-level one (the vocabulary does not change the cost of a step)."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_diffusion import TINY_MAX_LENGTH, _tiny_tokenizer  # pylint: disable=import-outside-toplevel
+    from tiny_diffusion import _tiny_tokenizer, sd21_base_modules  # pylint: disable=import-outside-toplevel
 
     torch.manual_seed(seed)
     tokenizer = _tiny_tokenizer(folder / "tokenizer")
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-        num_attention_heads=16, max_position_embeddings=TINY_MAX_LENGTH, hidden_act="gelu", projection_dim=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    ))
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
-    )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-        latent_channels=4, sample_size=512,
-    )
+    text_encoder, unet, vae = sd21_base_modules(tokenizer)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False)
     StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,

@@ -45,32 +45,16 @@ def _tests_on_path() -> None:
 def sd21_base_parts(device, dtype):
     """The SD-2.1-base architecture at random weights, frozen, as the guidance's loader returns it."""
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import DDPMScheduler
 
     from single_image_nerf.guidance.loading import StableDiffusionParts, freeze
 
     _tests_on_path()
-    from tiny_diffusion import TINY_MAX_LENGTH, _tiny_tokenizer  # pylint: disable=import-outside-toplevel
+    from tiny_diffusion import _tiny_tokenizer, sd21_base_modules  # pylint: disable=import-outside-toplevel
 
     torch.manual_seed(0)
     tokenizer = _tiny_tokenizer(Path(tempfile.mkdtemp(prefix="guidance-step-")) / "tokenizer")
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
-        num_attention_heads=16, max_position_embeddings=TINY_MAX_LENGTH, hidden_act="gelu", projection_dim=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    ))
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
-    )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-        latent_channels=4, sample_size=512, scaling_factor=0.18215,
-    )
+    text_encoder, unet, vae = sd21_base_modules(tokenizer)
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, clip_sample=False, prediction_type="epsilon")
     # diffusers' `to(dtype=...)` warns even for an fp32 no-op: cast only when the dtype changes.

@@ -143,3 +143,28 @@ def tiny_clip_folder() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="tiny-clip-"))
     atexit.register(shutil.rmtree, folder, True)
     return build_tiny_clip(folder / "clip")
+
+
+def sd21_base_modules(tokenizer):
+    """The SD-2.1-base architecture at random weights (text encoder, UNet, VAE): the real model's compute, for
+    benchmarks. The tokenizer may be the tiny one (the vocabulary does not change the cost of a step)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+        num_attention_heads=16, max_position_embeddings=TINY_MAX_LENGTH, hidden_act="gelu", projection_dim=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+        latent_channels=4, sample_size=512, scaling_factor=0.18215,
+    )
+    return text_encoder, unet, vae
