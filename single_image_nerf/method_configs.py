@@ -22,10 +22,11 @@ def _field_optimizer(lr: float, max_steps: int) -> dict:
     }
 
 
-def coarse_trainer_config(max_steps: int = 5000) -> SingleImageTrainerConfig:
-    """The coarse stage: hash-grid field, reference losses and the guidance on novel views."""
+def _stage_trainer_config(method_name: str, pipeline, optimizers: dict, max_steps: int) -> SingleImageTrainerConfig:
+    """What both stages share: a save and a preview image every 250 steps, only the latest checkpoint kept, fp32,
+    and the viewer bound to this machine only."""
     return SingleImageTrainerConfig(
-        method_name="single-image-nerf",
+        method_name=method_name,
         steps_per_eval_batch=0,
         steps_per_eval_image=250,
         steps_per_eval_all_images=0,
@@ -33,14 +34,20 @@ def coarse_trainer_config(max_steps: int = 5000) -> SingleImageTrainerConfig:
         save_only_latest_checkpoint=True,
         max_num_iterations=max_steps,
         mixed_precision=False,
-        pipeline=SingleImagePipelineConfig(),
-        optimizers={
-            "proposal_networks": _field_optimizer(1e-2, max_steps),
-            "fields": _field_optimizer(1e-2, max_steps),
-        },
+        pipeline=pipeline,
+        optimizers=optimizers,
         viewer=ViewerConfig(num_rays_per_chunk=1 << 14, websocket_host="127.0.0.1"),
         vis="viewer",
     )
+
+
+def coarse_trainer_config(max_steps: int = 5000) -> SingleImageTrainerConfig:
+    """The coarse stage: hash-grid field, reference losses and the guidance on novel views."""
+    optimizers = {
+        "proposal_networks": _field_optimizer(1e-2, max_steps),
+        "fields": _field_optimizer(1e-2, max_steps),
+    }
+    return _stage_trainer_config("single-image-nerf", SingleImagePipelineConfig(), optimizers, max_steps)
 
 
 coarse_method = MethodSpecification(
@@ -66,20 +73,8 @@ def _gaussian_optimizers(max_steps: int) -> dict:
 
 def refine_trainer_config(max_steps: int = 2000) -> SingleImageTrainerConfig:
     """The refine stage: Gaussians seeded from a coarse run, the same reference losses and guidance."""
-    return SingleImageTrainerConfig(
-        method_name="single-image-refine",
-        steps_per_eval_batch=0,
-        steps_per_eval_image=250,
-        steps_per_eval_all_images=0,
-        steps_per_save=250,
-        save_only_latest_checkpoint=True,
-        max_num_iterations=max_steps,
-        mixed_precision=False,
-        pipeline=RefinePipelineConfig(),
-        optimizers=_gaussian_optimizers(max_steps),
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 14, websocket_host="127.0.0.1"),
-        vis="viewer",
-    )
+    return _stage_trainer_config("single-image-refine", RefinePipelineConfig(), _gaussian_optimizers(max_steps),
+                                 max_steps)
 
 
 refine_method = MethodSpecification(
