@@ -20,8 +20,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 
 from single_image_nerf.models.coarse_field import CoarseField, ProposalDensityField
-from single_image_nerf.models.depth_loss import pearson_depth_loss
-from single_image_nerf.models.losses import binary_entropy, composite, normal_smoothness_2d
+from single_image_nerf.models.losses import binary_entropy, composite, normal_smoothness_2d, reference_view_losses
 
 Shading = Literal["albedo", "lambertian", "textureless", "normals"]
 
@@ -288,14 +287,8 @@ class CoarseModel(Model):
         """Reference-view losses: colour, mask, depth (when present), and the proposal interlevel loss."""
         config = self.config
         target, alpha = self.reference_target(batch, outputs["background"])
-        losses = {
-            "rgb_loss": config.rgb_loss_mult * torch.mean((outputs["rgb"] - target) ** 2),
-            "mask_loss": config.mask_loss_mult * torch.mean((outputs["accumulation"] - alpha) ** 2),
-        }
-        if "depth" in batch and config.depth_loss_mult > 0:
-            depth = batch["depth"].to(self.device)
-            losses["depth_loss"] = config.depth_loss_mult * pearson_depth_loss(
-                outputs["depth"], depth, (alpha > 0.5) & torch.isfinite(depth))
+        depth = batch["depth"].to(self.device) if "depth" in batch else None
+        losses = reference_view_losses(outputs, target, alpha, depth, config)
         if self.training and config.interlevel_loss_mult > 0:
             losses["interlevel_loss"] = config.interlevel_loss_mult * interlevel_loss(
                 outputs["weights_list"], outputs["ray_samples_list"])

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Dict, Optional
+
 import torch
 from torch import Tensor
+
+from single_image_nerf.models.depth_loss import pearson_depth_loss
 
 
 def composite(rgb: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
@@ -23,3 +27,19 @@ def normal_smoothness_2d(normals: Tensor, accumulation: Tensor) -> Tensor:
     dx = (normals[:, :, 1:] - normals[:, :, :-1]).abs().sum(-1) * (accumulation[:, :, 1:, 0] * accumulation[:, :, :-1, 0])
     dy = (normals[:, 1:] - normals[:, :-1]).abs().sum(-1) * (accumulation[:, 1:, :, 0] * accumulation[:, :-1, :, 0])
     return 0.5 * (dx.mean() + dy.mean())
+
+
+def reference_view_losses(outputs: Dict[str, Tensor], target: Tensor, alpha: Tensor, depth: Optional[Tensor],
+                          config) -> Dict[str, Tensor]:
+    """Both stages' reference-view losses, weighted by `config`'s rgb/mask/depth_loss_mult: colour against `target`
+    (composited on the render's background), opacity against `alpha`, and, where `depth` is given, the scale- and
+    shift-invariant depth loss on the foreground."""
+    losses = {
+        "rgb_loss": config.rgb_loss_mult * torch.mean((outputs["rgb"] - target) ** 2),
+        "mask_loss": config.mask_loss_mult * torch.mean((outputs["accumulation"] - alpha) ** 2),
+    }
+    if depth is not None and config.depth_loss_mult > 0:
+        depth = depth.reshape(outputs["depth"].shape)
+        losses["depth_loss"] = config.depth_loss_mult * pearson_depth_loss(
+            outputs["depth"], depth, (alpha > 0.5) & torch.isfinite(depth))
+    return losses

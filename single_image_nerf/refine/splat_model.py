@@ -20,8 +20,7 @@ from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig, num_sh_bases
 from nerfstudio.utils import colormaps
 
-from single_image_nerf.models.depth_loss import pearson_depth_loss
-from single_image_nerf.models.losses import binary_entropy, composite
+from single_image_nerf.models.losses import binary_entropy, composite, reference_view_losses
 from single_image_nerf.refine.cpu_rasterizer import rasterize
 from single_image_nerf.refine.nerf_to_gaussians import GaussianSeeds, seeds_from_model
 
@@ -279,17 +278,9 @@ class RefineSplatModel(SplatfactoModel):
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         """The coarse stage's reference-view losses: colour, mask, and depth when the data has it."""
-        config = self.config
         target, alpha = self.reference_target(batch, outputs["background"])
-        losses = {
-            "rgb_loss": config.rgb_loss_mult * torch.mean((outputs["rgb"] - target) ** 2),
-            "mask_loss": config.mask_loss_mult * torch.mean((outputs["accumulation"] - alpha) ** 2),
-        }
-        if "depth" in batch and config.depth_loss_mult > 0:
-            depth = batch["depth"].to(self.device).reshape(outputs["depth"].shape)
-            losses["depth_loss"] = config.depth_loss_mult * pearson_depth_loss(
-                outputs["depth"], depth, (alpha > 0.5) & torch.isfinite(depth))
-        return losses
+        depth = batch["depth"].to(self.device) if "depth" in batch else None
+        return reference_view_losses(outputs, target, alpha, depth, self.config)
 
     def get_novel_view_loss_dict(self, views: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Novel-view terms: the opacity regulariser and, when weighted, the contextual loss to the reference."""
