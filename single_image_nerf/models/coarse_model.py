@@ -19,8 +19,9 @@ from nerfstudio.model_components.scene_colliders import AABBBoxCollider
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 
-from single_image_nerf.models.coarse_field import CoarseField, ProposalDensityField
+from single_image_nerf.models.coarse_field import CoarseField
 from single_image_nerf.models.losses import binary_entropy, composite, normal_smoothness_2d, reference_view_losses
+from single_image_nerf.models.proposal_grid import DenseDensityGrid
 
 Shading = Literal["albedo", "lambertian", "textureless", "normals"]
 
@@ -42,6 +43,9 @@ class CoarseModelConfig(ModelConfig):
     """Width of the field's MLP."""
     num_proposal_samples_per_ray: Tuple[int, ...] = (128, 64)
     """Samples per ray for each proposal network."""
+    proposal_grid_resolutions: Tuple[int, ...] = (128, 256)
+    """Side of each proposal sampler's dense log-density grid, in the order of num_proposal_samples_per_ray (the
+    last one serves any further proposal)."""
     num_nerf_samples_per_ray: int = 32
     """Samples per ray for the main field."""
     proposal_update_every: int = 5
@@ -106,14 +110,10 @@ class CoarseModel(Model):
             blob_radius=config.blob_radius,
             implementation=config.implementation,
         )
-        proposal_args = [
-            {"hidden_dim": 16, "log2_hashmap_size": 17, "num_levels": 5, "max_res": 128},
-            {"hidden_dim": 16, "log2_hashmap_size": 17, "num_levels": 5, "max_res": 256},
-        ]
         num_proposals = len(config.num_proposal_samples_per_ray)
+        resolutions = config.proposal_grid_resolutions
         self.proposal_networks = nn.ModuleList(
-            ProposalDensityField(aabb, **proposal_args[min(i, 1)], implementation=config.implementation)
-            for i in range(num_proposals)
+            DenseDensityGrid(aabb, resolutions[min(i, len(resolutions) - 1)]) for i in range(num_proposals)
         )
 
         def update_schedule(step: int) -> float:
