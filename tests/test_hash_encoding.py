@@ -4,9 +4,8 @@ import pytest
 import torch
 
 from nerfstudio.field_components.encodings import HashEncoding
-from nerfstudio.fields.density_fields import HashMLPDensityField
 
-from single_image_nerf.models.coarse_field import CoarseField, ProposalDensityField, VectorisedHashEncoding
+from single_image_nerf.models.coarse_field import CoarseField, VectorisedHashEncoding
 
 SETTINGS = dict(num_levels=8, min_res=16, max_res=256, log2_hashmap_size=12, features_per_level=2,
                 implementation="torch")
@@ -80,20 +79,48 @@ def test_gradients_match_nerfstudio_for_the_table_and_the_positions(pair):
     assert close(position_grads[1], position_grads[0]) and close(second[1], second[0])
 
 
-def test_fields_keep_nerfstudio_parameter_names_and_use_the_fast_path():
+def test_field_uses_the_fast_path():
     aabb = torch.tensor([[-1.0] * 3, [1.0] * 3])
-    proposal = ProposalDensityField(aabb, hidden_dim=16, log2_hashmap_size=12, num_levels=5, max_res=64,
-                                    implementation="torch")
-    plain = HashMLPDensityField(aabb, hidden_dim=16, log2_hashmap_size=12, num_levels=5, max_res=64,
-                                implementation="torch")
-    assert proposal.state_dict().keys() == plain.state_dict().keys()
-    assert isinstance(proposal.encoding, VectorisedHashEncoding) and proposal.mlp_base[0] is proposal.encoding
-    assert proposal.encoding.hash_table is next(p for n, p in proposal.named_parameters() if "hash_table" in n)
-    plain.load_state_dict(proposal.state_dict())
-    positions = torch.rand(100, 3) * 2 - 1
-    assert torch.allclose(proposal.density_fn(positions), plain.density_fn(positions), atol=1e-5)
     field = CoarseField(aabb, num_levels=4, max_res=64, log2_hashmap_size=12, implementation="torch")
-    assert isinstance(field.encoding, VectorisedHashEncoding)
+    assert isinstance(field.encoding, VectorisedHashEncoding) and field.has_analytic_gradient()
+
+
+def autograd_normals(field, positions, create_graph):
+    positions = positions.detach().requires_grad_(True)
+    density, albedo = field.raw(positions)
+    gradient = torch.autograd.grad(density.sum(), positions, create_graph=create_graph)[0]
+    return density, albedo, -torch.nn.functional.normalize(gradient, dim=-1, eps=1e-6)
+
+
+def test_forward_carried_normals_match_autograd_and_their_gradients_too():
+    torch.manual_seed(0)
+    aabb = torch.tensor([[-1.0, -1.5, -1.0], [1.0, 1.5, 2.0]])  # not a cube: the box's scale must enter per axis
+    field = CoarseField(aabb, num_levels=6, max_res=128, log2_hashmap_size=14, hidden_dim=32, implementation="torch")
+    with torch.no_grad():
+        field.encoding.hash_table.uniform_(-1.0, 1.0)
+    positions = torch.rand(4000, 3) * 1.1 * (aabb[1] - aabb[0]) + aabb[0] - 0.05 * (aabb[1] - aabb[0])
+    # Where the density is next to zero autograd's gradient is shorter than normalize's eps and its normal shrinks
+    # (same direction); keep the points where both are unit vectors, and those outside the box (zero normals).
+    with torch.no_grad():
+        density = field.raw(positions)[0][:, 0]
+    positions = positions[(density > 1e-3) | (density == 0)]
+    light = torch.nn.functional.normalize(torch.randn(3), dim=0)
+    grads = []
+    results = []
+    for method in (lambda p: field.raw_with_normals(p), lambda p: autograd_normals(field, p, create_graph=True)):
+        field.zero_grad()
+        density, albedo, normals = method(positions)
+        results.append((density, albedo, normals))
+        # A shading-like loss on the normals and a colour loss: both must reach the table and the MLP alike.
+        ((normals @ light).clamp_min(0).square().sum() + (density.clamp_max(50) * albedo).sum()).backward()
+        grads.append([p.grad.clone() for p in field.parameters()])
+    (d1, a1, n1), (d2, a2, n2) = results
+    assert torch.allclose(d1, d2, rtol=1e-4, atol=1e-5) and torch.allclose(a1, a2, atol=1e-6)
+    outside = ~(((positions >= aabb[0]) & (positions <= aabb[1])).all(dim=-1))
+    assert outside.any() and torch.all(n1[outside] == 0) and torch.all(n2[outside] == 0)
+    assert (n1 - n2).norm(dim=-1).max() < 1e-3
+    for got, expected in zip(*grads):
+        assert close(got, expected, relative=1e-3)
 
 
 DENSE_SETTINGS = dict(num_levels=4, min_res=8, max_res=64, log2_hashmap_size=15, features_per_level=2,

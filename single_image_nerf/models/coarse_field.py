@@ -15,7 +15,6 @@ from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.field_components.mlp import MLP
 from nerfstudio.fields.base_field import Field
-from nerfstudio.fields.density_fields import HashMLPDensityField
 
 HASH_PRIMES_INT32 = (1, 2654435761 - 2**32, 805459861)
 """Instant-NGP's spatial hash primes as int32 (two's complement): the products wrap modulo 2^32 exactly like the
@@ -23,22 +22,43 @@ uint32 arithmetic of tiny-cuda-nn, and their low bits equal those of nerfstudio'
 
 
 class _WeightedLookup(torch.autograd.Function):
-    """Rows `sum_k weights[:, k] * table[index[:, k]]` by one embedding_bag; its backward accumulates into the
-    table's gradient with one index_add (torch's own embedding_bag backward sorts the indices and is several
-    times slower on the CPU). No gradient to the weights: used where the positions need none."""
+    """For each set k of weights, rows `sum_c weights[k, :, c] * table[index[:, c]]`, each set by one
+    embedding_bag over the same indices; the backward folds the sets into one row per index and accumulates them
+    into the table's gradient with one index_add (torch's own embedding_bag backward sorts the indices and is
+    several times slower on the CPU). No gradient to the weights: they depend on the positions alone, which need
+    none (normals carry their derivative forward instead)."""
 
     @staticmethod
     def forward(ctx, table: Tensor, index: Tensor, weights: Tensor) -> Tensor:
         ctx.save_for_backward(index, weights)
         ctx.table_shape = table.shape
-        return F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
+        return torch.stack([F.embedding_bag(index, table, per_sample_weights=w, mode="sum") for w in weights])
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         index, weights = ctx.saved_tensors
-        rows = (weights[..., None] * grad[:, None, :]).reshape(-1, grad.shape[-1])
+        rows = weights[0, :, :, None] * grad[0, :, None, :]
+        for k in range(1, weights.shape[0]):
+            rows.addcmul_(weights[k, :, :, None], grad[k, :, None, :])
+        rows = rows.reshape(-1, grad.shape[-1])
         grad_table = grad.new_zeros(ctx.table_shape).index_add_(0, index.reshape(-1).long(), rows)
         return grad_table, None, None
+
+
+def trilinear_weights(frac: Tensor, scalings: Optional[Tensor] = None) -> Tensor:
+    """Weights (K, N, L, 8) of the 8 corners (x, y, z order) of each level's cell for fractions (N, L, 3): the
+    trilinear weights (K = 1) and, given the levels' `scalings` (L,), also their derivatives along x, y and z of
+    the unscaled position (K = 4). Written in place into one tensor (stacking would copy it once more)."""
+    x, y, z = torch.stack([1.0 - frac, frac], dim=-1).unbind(2)  # 3 x (N, L, 2): the two corners per axis
+    weights = frac.new_empty(1 if scalings is None else 4, *frac.shape[:2], 2, 2, 2)
+    yz = y[..., :, None] * z[..., None, :]
+    torch.mul(x[..., :, None, None], yz[..., None, :, :], out=weights[0])
+    if scalings is not None:
+        slope = scalings[:, None] * torch.tensor([-1.0, 1.0], dtype=frac.dtype, device=frac.device)  # (L, 2)
+        torch.mul(slope[:, :, None, None], yz[..., None, :, :], out=weights[1])
+        torch.mul((x[..., :, None] * slope[:, None, :])[..., None], z[..., None, None, :], out=weights[2])
+        torch.mul((x[..., :, None] * y[..., None, :])[..., None], slope[:, None, None, :], out=weights[3])
+    return weights.flatten(-3)
 
 
 class VectorisedHashEncoding(HashEncoding):
@@ -101,11 +121,10 @@ class VectorisedHashEncoding(HashEncoding):
         points = in_tensor.reshape(-1, 3)
         index, frac = self.corner_indices(points)
         if not (torch.is_grad_enabled() and in_tensor.requires_grad):
-            # No gradient to the positions (everything but the normals): the gather and the weighting are fused in
+            # No gradient to the positions (all but autograd's normals): the gather and the weighting are fused in
             # one embedding_bag, whose backward accumulates straight into the table's gradient.
-            weights = torch.stack([1.0 - frac, frac], dim=-1)  # (N, L, 3, 2)
-            weights = weights[:, :, 0, :, None, None] * weights[:, :, 1, None, :, None] * weights[:, :, 2, None, None, :]
-            encoded = _WeightedLookup.apply(self.hash_table, index.view(-1, 8), weights.reshape(-1, 8))
+            weights = trilinear_weights(frac).view(1, -1, 8)
+            encoded = _WeightedLookup.apply(self.hash_table, index.view(-1, 8), weights)
             return encoded.reshape(*batch, -1)
         corners = self.hash_table.index_select(0, index.view(-1).long()).view(*frac.shape[:2], 2, 2, 2, self.features_per_level)
         along_z = torch.lerp(corners[..., 0, :], corners[..., 1, :], frac[:, :, 2, None, None, None])
@@ -113,25 +132,14 @@ class VectorisedHashEncoding(HashEncoding):
         encoded = torch.lerp(along_y[..., 0, :], along_y[..., 1, :], frac[:, :, 0, None])  # (N, L, F)
         return encoded.reshape(*batch, -1)
 
-
-def vectorised(encoding: HashEncoding) -> HashEncoding:
-    """The same encoding (sharing its hash table parameter) on the vectorised torch path, unless it runs on
-    tiny-cuda-nn."""
-    if encoding.tcnn_encoding is not None:
-        return encoding
-    fast = VectorisedHashEncoding.__new__(VectorisedHashEncoding)
-    fast.__dict__.update(encoding.__dict__)
-    return fast
-
-
-class ProposalDensityField(HashMLPDensityField):
-    """nerfstudio's proposal density field (same parameters and state-dict names) on the vectorised hash grid."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.encoding = vectorised(self.encoding)
-        if not self.use_linear:
-            self.mlp_base[0] = self.encoding
+    def encode_with_jacobian(self, points: Tensor) -> Tuple[Tensor, Tensor]:
+        """Encoding (N, L F) of points (N, 3) in [0, 1]^3 and its derivatives (3, N, L F) along x, y, z: the
+        same corners weighted by the trilinear weights and by their derivatives (fused lookups over one set of
+        indices). Both reach the table with first-order autograd, so normals need no double backward."""
+        index, frac = self.corner_indices(points)
+        weights = trilinear_weights(frac, self.scalings.to(points)).view(4, -1, 8)
+        looked_up = _WeightedLookup.apply(self.hash_table, index.view(-1, 8), weights).view(4, points.shape[0], -1)
+        return looked_up[0], looked_up[1:]
 
 
 def density_blob(positions: Tensor, strength: float, radius: float) -> Tensor:
@@ -208,9 +216,46 @@ class CoarseField(Field):
     def forward_with_normals(self, ray_samples: RaySamples, create_graph: bool) -> Tuple[Tensor, Tensor, Tensor]:
         """Density, albedo and outward normals (minus the normalised density gradient) at the samples.
         `create_graph` lets losses on the normals reach the geometry (needed in training)."""
-        positions = ray_samples.frustums.get_positions().detach().requires_grad_(True)
+        positions = ray_samples.frustums.get_positions()
+        if self.has_analytic_gradient():
+            return self.raw_with_normals(positions)
+        positions = positions.detach().requires_grad_(True)
         with torch.enable_grad():
             density, albedo = self.raw(positions)
             gradient = torch.autograd.grad(density.sum(), positions, create_graph=create_graph)[0]
         normals = -torch.nn.functional.normalize(gradient, dim=-1, eps=1e-6)
+        return density, albedo, normals
+
+    def has_analytic_gradient(self) -> bool:
+        """Whether the density gradient can be carried forward alongside the field (the torch hash grid and a ReLU
+        MLP without skips); tiny-cuda-nn needs autograd's double backward instead."""
+        mlp = self.mlp
+        return (isinstance(self.encoding, VectorisedHashEncoding) and self.encoding.tcnn_encoding is None
+                and mlp.tcnn_encoding is None and isinstance(mlp.activation, nn.ReLU)
+                and not mlp._skip_connections and mlp.out_activation is None)  # pylint: disable=protected-access
+
+    def raw_with_normals(self, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """`raw` plus outward normals from the density gradient carried forward through the hash grid and the MLP
+        (forward-mode differentiation by hand): autograd's normals, differentiable with first-order autograd
+        alone, at a fraction of the cost of a double backward."""
+        normalized = SceneBox.get_normalized_positions(positions, self.aabb)
+        inside = ((normalized >= 0.0) & (normalized <= 1.0)).all(dim=-1, keepdim=True)
+        flat = normalized.clamp(0.0, 1.0).reshape(-1, 3)
+        hidden, tangent = self.encoding.encode_with_jacobian(flat)  # (M, D), (3, M, D)
+        layers = self.mlp.layers
+        for index, layer in enumerate(layers):
+            hidden = layer(hidden)
+            tangent = tangent @ layer.weight.t()
+            if index < len(layers) - 1:
+                active = (hidden > 0).to(hidden.dtype)
+                hidden = hidden * active
+                tangent = tangent * active
+        hidden = hidden.reshape(*positions.shape[:-1], 4).float()
+        # d(pre-density)/d(world position): the MLP's along the normalised axes over the box's size, plus the blob's.
+        gradient = tangent[..., 0].t().reshape(positions.shape).float() / (self.aabb[1] - self.aabb[0])
+        gradient = gradient - self.blob_strength / self.blob_radius * F.normalize(positions, dim=-1, eps=1e-12)
+        pre_density = hidden[..., :1] + density_blob(positions, self.blob_strength, self.blob_radius)
+        density = trunc_exp(pre_density) * inside
+        albedo = torch.sigmoid(hidden[..., 1:])
+        normals = -F.normalize(gradient, dim=-1, eps=1e-6) * inside
         return density, albedo, normals
