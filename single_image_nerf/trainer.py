@@ -14,6 +14,7 @@ from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from single_image_nerf.cpu_allocator import keep_freed_memory
 from single_image_nerf.errors import UserInputError
 
 
@@ -96,6 +97,8 @@ class SingleImageTrainer(Trainer):
 
     def setup(self, test_mode="val") -> None:
         total = self.config.max_num_iterations
+        if str(self.device).startswith("cpu"):
+            keep_freed_memory()  # later steps reuse the first steps' pages instead of faulting in fresh ones
         super().setup(test_mode=test_mode)
         stage = "refine" if hasattr(self.pipeline.model, "gauss_params") else "coarse"
         CONSOLE.print(f"[bold]{self.config.method_name}: {stage} stage, training to step {total}[/bold] (step, time "
