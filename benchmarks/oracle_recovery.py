@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--implementation", choices=("tcnn", "torch"), default=None)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--supersample", type=int, nargs="+", default=[1, 4],
+                        help="rays per pixel side of the run's renders when scored (the ground truth takes 4)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -85,25 +87,33 @@ def main() -> None:
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
-    evaluation = E.EvaluateConfig(load_config=Path("unused"), known_object=args.object, num_views=args.num_views,
-                                  resolution=args.eval_resolution, geometry_views=12, geometry_resolution=64,
-                                  clip_model=None)
-    report = E.evaluate_pipeline(trainer.pipeline, evaluation)
-    held_out = [view for view in report["views"] if view["name"] != "reference"]
+    reports = {}
+    for supersample in args.supersample:  # geometry does not depend on it: scored with the first only
+        evaluation = E.EvaluateConfig(load_config=Path("unused"), known_object=args.object, num_views=args.num_views,
+                                      resolution=args.eval_resolution, supersample=supersample,
+                                      geometry_views=0 if reports else 12, geometry_resolution=64, clip_model=None)
+        reports[supersample] = E.evaluate_pipeline(trainer.pipeline, evaluation)
+    report = reports[args.supersample[0]]
     print(f"{args.object}: {args.steps} steps, reference {args.size} px, novel views {args.novel_resolution} px x "
           f"{args.views_per_step}/step, {train_seconds:.0f} s training on {args.device} "
           f"({1000 * train_seconds / args.steps:.0f} ms/step)")
-    print("| view | azimuth offset | PSNR | SSIM |")
-    print("|---|---:|---:|---:|")
-    for view in report["views"]:
-        print(f"| {view['name']} | {view['azimuth_offset']:+.1f} | {view['psnr']:.2f} | {view['ssim']:.3f} |")
-    summary = report["summary"]
-    print(f"held-out mean {summary['held_out']['psnr']:.2f} dB, front {summary['front']['psnr']:.2f}, back "
-          f"{summary['back']['psnr']:.2f}, worst {min(v['psnr'] for v in held_out):.2f}; F-score "
-          f"{report['geometry']['f_score']:.3f}, Chamfer {report['geometry']['chamfer']:.4f}")
+    columns = [f"PSNR, {s}x{s} rays/pixel | SSIM, {s}x{s}" for s in args.supersample]
+    print("| view | azimuth offset | " + " | ".join(columns) + " |")
+    print("|---|---:|" + "---:|---:|" * len(columns))
+    for index, view in enumerate(report["views"]):
+        scores = " | ".join(f"{r['views'][index]['psnr']:.2f} | {r['views'][index]['ssim']:.3f}"
+                            for r in reports.values())
+        print(f"| {view['name']} | {view['azimuth_offset']:+.1f} | {scores} |")
+    for supersample, each in reports.items():
+        summary = each["summary"]
+        held_out = [view for view in each["views"] if view["name"] != "reference"]
+        print(f"{supersample}x{supersample} rays/pixel: held-out mean {summary['held_out']['psnr']:.2f} dB, front "
+              f"{summary['front']['psnr']:.2f}, back {summary['back']['psnr']:.2f}, worst "
+              f"{min(v['psnr'] for v in held_out):.2f}")
+    print(f"F-score {report['geometry']['f_score']:.3f}, Chamfer {report['geometry']['chamfer']:.4f}")
     if args.json is not None:
-        E.write_report({**report, "args": {k: str(v) for k, v in vars(args).items()},
-                        "train_seconds": train_seconds}, args.json)
+        E.write_report({"by_supersample": {str(k): v for k, v in reports.items()},
+                        "args": {k: str(v) for k, v in vars(args).items()}, "train_seconds": train_seconds}, args.json)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,24 @@ def test_posed_images_ground_truth(tmp_path):
 def test_no_ground_truth_is_an_error():
     with pytest.raises(ValueError, match="known-object"):
         E.evaluate_pipeline(_pipeline(get_known_object("box")), _config())
+
+
+class StripedModel(torch.nn.Module):
+    """Renders alternate columns black and white at whatever resolution it is asked for."""
+
+    device = torch.device("cpu")
+
+    def get_outputs_for_camera(self, camera):
+        height, width = int(camera.height), int(camera.width)
+        stripes = (torch.arange(width) % 2).float().expand(height, width)[..., None].expand(height, width, 3)
+        return {"rgb": stripes, "accumulation": torch.ones(height, width, 1), "depth": torch.ones(height, width, 1)}
+
+
+def test_supersampled_renders_average_each_pixel_over_its_area():
+    cameras = reference_cameras(ReferenceView(size=8))
+    plain = E.render_run(StripedModel(), cameras, (1.0, 1.0, 1.0))
+    assert plain["rgb"].shape == (1, 3, 8, 8) and set(plain["rgb"].unique().tolist()) == {0.0, 1.0}
+    averaged = E.render_run(StripedModel(), cameras, (1.0, 1.0, 1.0), supersample=2)
+    assert averaged["rgb"].shape == (1, 3, 8, 8) and torch.allclose(averaged["rgb"], torch.full((1, 3, 8, 8), 0.5))
+    assert int(cameras.width[0, 0]) == 8  # the caller's cameras are left as they were
+

@@ -11,6 +11,7 @@ where its opacity exceeds one half, seen from cameras spread over the sphere, ag
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ class EvaluateConfig:
     """Points kept on each side for the Chamfer distance and F-score."""
     f_score_threshold: float = 0.05
     """Distance threshold of the F-score, world units (the scene box is [-1, 1]^3 by default)."""
+    supersample: int = 1
+    """Rays per pixel side of the run's renders for the image metrics: 1 scores a plain render (one ray per pixel);
+    4 integrates each pixel over its area like the ground truth of a known object (4 x 4 rays), which compares
+    like with like and removes the aliasing bound of small renders."""
     background: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Background both the run's renders and the ground truth are composited over."""
     clip_model: str = "openai/clip-vit-base-patch32"
@@ -194,15 +199,22 @@ def _is_splat(model) -> bool:
 
 
 @torch.no_grad()
-def render_run(model, cameras, background: Tuple[float, float, float]) -> Dict[str, Tensor]:
+def render_run(model, cameras, background: Tuple[float, float, float], supersample: int = 1) -> Dict[str, Tensor]:
     """Render the run at each camera: "rgb" (B, 3, H, W) recomposited over `background` (exact when the model
-    reports its own background), "accumulation" (B, H, W) and "distance" (B, H, W) along unit rays."""
+    reports its own background), "accumulation" (B, H, W) and "distance" (B, H, W) along unit rays. With
+    `supersample` s, each pixel is the mean of s x s rays (the camera rendered at s times its size, box-filtered)."""
     target = torch.tensor(background, dtype=torch.float32)
     splat = _is_splat(model)
     rgbs, accumulations, distances = [], [], []
     for index in range(cameras.shape[0]):
         camera = cameras[index : index + 1].to(model.device)
+        if supersample > 1:
+            camera = copy.deepcopy(camera)
+            camera.rescale_output_resolution(supersample)
         outputs = model.get_outputs_for_camera(camera)
+        if supersample > 1:
+            outputs = {name: _box_filter(outputs[name], supersample) for name in ("rgb", "accumulation", "depth",
+                                                                                    "background") if name in outputs}
         rgb = outputs["rgb"].float().cpu()
         accumulation = outputs["accumulation"].float().cpu().reshape(rgb.shape[:2] + (1,))
         if "background" in outputs:
@@ -216,6 +228,14 @@ def render_run(model, cameras, background: Tuple[float, float, float]) -> Dict[s
         accumulations.append(accumulation[..., 0])
         distances.append(depth)
     return {"rgb": torch.stack(rgbs), "accumulation": torch.stack(accumulations), "distance": torch.stack(distances)}
+
+
+def _box_filter(image: Tensor, factor: int) -> Tensor:
+    """Mean over factor x factor blocks of an (H, W, C) image; anything else (a background colour) unchanged."""
+    if image.dim() != 3:
+        return image
+    pooled = torch.nn.functional.avg_pool2d(image.permute(2, 0, 1)[None].float(), factor)
+    return pooled[0].permute(1, 2, 0)
 
 
 def depth_points(cameras, distance: Tensor, accumulation: Tensor, threshold: float = 0.5) -> Tensor:
@@ -300,7 +320,7 @@ def _evaluate(pipeline, model, config: EvaluateConfig, scorer: ImageScorer) -> D
     views: List[Dict[str, Any]] = []
 
     def score(name_prefix: str, cameras, truth_rgba: Tensor) -> None:
-        rendered = render_run(model, cameras, background)
+        rendered = render_run(model, cameras, background, config.supersample)
         truth = composite(truth_rgba, background).permute(0, 3, 1, 2)
         scores = scorer(rendered["rgb"], truth)
         offsets = azimuth_offset(cameras, reference_azimuth)
@@ -413,7 +433,8 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
     from single_image_nerf.scripts import run_loading
 
     checks = [("--num-views", config.num_views, 0), ("--geometry-views", config.geometry_views, 0),
-              ("--geometry-resolution", config.geometry_resolution, 8), ("--num-points", config.num_points, 1)]
+              ("--geometry-resolution", config.geometry_resolution, 8), ("--num-points", config.num_points, 1),
+              ("--supersample", config.supersample, 1)]
     if config.resolution is not None:
         checks.append(("--resolution", config.resolution, 8))
     for name, value, low in checks:
