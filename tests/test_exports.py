@@ -278,3 +278,14 @@ def test_mesh_export_of_a_refine_run_points_to_its_coarse_run(refine_run, run, t
     with pytest.raises(UserInputError, match="needs the density field") as error:
         export_mesh(ExportMeshConfig(load_config=config_path, output=tmp_path / "m.ply"))
     assert str(coarse_path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_ns_export_pointcloud_of_a_refine_run_is_refused_in_one_line(refine_run, tmp_path):
+    from nerfstudio.scripts.exporter import ExportPointCloud
+
+    config_path, _ = refine_run
+    with pytest.raises(UserInputError, match="gaussian-splat") as error:
+        ExportPointCloud(load_config=config_path, output_dir=tmp_path, num_points=100).main()
+    assert "coarse run's config.yml" in str(error.value) and "\n" not in str(error.value)
+    assert not any(tmp_path.iterdir())
+

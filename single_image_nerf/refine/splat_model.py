@@ -20,6 +20,7 @@ from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoModelConfig, num_sh_bases
 from nerfstudio.utils import colormaps
 
+from single_image_nerf.errors import UserInputError
 from single_image_nerf.models.losses import binary_entropy, composite, reference_view_losses
 from single_image_nerf.refine.cpu_rasterizer import rasterize
 from single_image_nerf.refine.nerf_to_gaussians import GaussianSeeds, seeds_from_model
@@ -238,8 +239,11 @@ class RefineSplatModel(SplatfactoModel):
     def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:
         """Render one camera: "rgb" (H, W, 3) composited on the background, "accumulation" and "depth" (H, W, 1)
         (expected depth along the camera axis), and "background" (3,)."""
-        if not isinstance(camera, Cameras):
-            raise TypeError("RefineSplatModel renders Cameras; the refine datamanager yields the reference camera")
+        if not isinstance(camera, Cameras):  # a RayBundle: ns-export pointcloud / poisson / tsdf asking for rays
+            raise UserInputError(
+                "this is a refine run (Gaussians), which renders whole cameras, not rays: export it with `ns-export "
+                "gaussian-splat`; pointcloud, poisson and tsdf exports (and sin-export-mesh) take the coarse run's "
+                "config.yml, named by this run's pipeline.model.coarse_config")
         if self.num_points == 0:
             width, height = int(camera.width.reshape(-1)[0]), int(camera.height.reshape(-1)[0])
             return self.get_empty_outputs(width, height, self.background_color.to(self.device))
