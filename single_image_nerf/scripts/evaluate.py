@@ -203,6 +203,17 @@ def render_run(model, cameras, background: Tuple[float, float, float], supersamp
     """Render the run at each camera: "rgb" (B, 3, H, W) recomposited over `background` (exact when the model
     reports its own background), "accumulation" (B, H, W) and "distance" (B, H, W) along unit rays. With
     `supersample` s, each pixel is the mean of s x s rays (the camera rendered at s times its size, box-filtered)."""
+    normals_were = getattr(model, "eval_normals", None)
+    if normals_were is not None:
+        model.eval_normals = False  # scores need colour, opacity and depth alone: skip the normals' pass
+    try:
+        return _render_cameras(model, cameras, background, supersample)
+    finally:
+        if normals_were is not None:
+            model.eval_normals = normals_were
+
+
+def _render_cameras(model, cameras, background: Tuple[float, float, float], supersample: int) -> Dict[str, Tensor]:
     target = torch.tensor(background, dtype=torch.float32)
     splat = _is_splat(model)
     rgbs, accumulations, distances = [], [], []
