@@ -20,14 +20,15 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 
 from single_image_nerf.models.coarse_field import CoarseField
-from single_image_nerf.models.losses import binary_entropy, composite, normal_smoothness_2d, reference_view_losses
+from single_image_nerf.models.losses import (ReferenceLossWeights, binary_entropy, composite, normal_smoothness_2d,
+                                             reference_view_losses)
 from single_image_nerf.models.proposal_grid import DenseDensityGrid
 
 Shading = Literal["albedo", "lambertian", "textureless", "normals"]
 
 
 @dataclass
-class CoarseModelConfig(ModelConfig):
+class CoarseModelConfig(ModelConfig, ReferenceLossWeights):
     """Coarse stage: a hash-grid radiance field fitted to the reference view and shaped by a guidance elsewhere."""
 
     _target: Type = field(default_factory=lambda: CoarseModel)
@@ -71,12 +72,6 @@ class CoarseModelConfig(ModelConfig):
     """After albedo_iters, share of novel views still rendered with albedo only."""
     ambient: float = 0.1
     """Ambient light of the lambertian and textureless shadings."""
-    rgb_loss_mult: float = 1000.0
-    """Weight of the reference-view colour loss."""
-    mask_loss_mult: float = 500.0
-    """Weight of the reference-view mask (opacity) loss."""
-    depth_loss_mult: float = 10.0
-    """Weight of the scale- and shift-invariant depth loss (used when the data has depth)."""
     opacity_regularizer: Literal["entropy", "opacity", "none"] = "entropy"
     """Novel-view opacity regulariser: binary entropy (solid or empty) or mean opacity (sparsity)."""
     opacity_loss_mult: float = 1e-3

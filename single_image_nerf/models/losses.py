@@ -1,7 +1,8 @@
-"""Reference-view and regularisation losses of the coarse stage, as pure functions."""
+"""Reference-view and regularisation losses of both stages, as pure functions, and the reference losses' weights."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
@@ -27,6 +28,18 @@ def normal_smoothness_2d(normals: Tensor, accumulation: Tensor) -> Tensor:
     dx = (normals[:, :, 1:] - normals[:, :, :-1]).abs().sum(-1) * (accumulation[:, :, 1:, 0] * accumulation[:, :, :-1, 0])
     dy = (normals[:, 1:] - normals[:, :-1]).abs().sum(-1) * (accumulation[:, 1:, :, 0] * accumulation[:, :-1, :, 0])
     return 0.5 * (dx.mean() + dy.mean())
+
+
+@dataclass
+class ReferenceLossWeights:
+    """The reference-view loss weights of both stages' model configs."""
+
+    rgb_loss_mult: float = 1000.0
+    """Weight of the reference-view colour loss."""
+    mask_loss_mult: float = 500.0
+    """Weight of the reference-view mask (opacity) loss."""
+    depth_loss_mult: float = 10.0
+    """Weight of the scale- and shift-invariant depth loss (used when the data has depth)."""
 
 
 def reference_view_losses(outputs: Dict[str, Tensor], target: Tensor, alpha: Tensor, depth: Optional[Tensor],

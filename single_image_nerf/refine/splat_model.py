@@ -21,13 +21,13 @@ from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoMode
 from nerfstudio.utils import colormaps
 
 from single_image_nerf.errors import UserInputError
-from single_image_nerf.models.losses import binary_entropy, composite, reference_view_losses
+from single_image_nerf.models.losses import ReferenceLossWeights, binary_entropy, composite, reference_view_losses
 from single_image_nerf.refine.cpu_rasterizer import rasterize
 from single_image_nerf.refine.nerf_to_gaussians import GaussianSeeds, seeds_from_model
 
 
 @dataclass
-class RefineSplatModelConfig(SplatfactoModelConfig):
+class RefineSplatModelConfig(SplatfactoModelConfig, ReferenceLossWeights):
     """Refine stage: splatfacto's Gaussians seeded from a coarse run, fitted to the reference view and guided elsewhere."""
 
     _target: Type = field(default_factory=lambda: RefineSplatModel)
@@ -52,12 +52,6 @@ class RefineSplatModelConfig(SplatfactoModelConfig):
     """Steps before densification and pruning start."""
     num_downscales: int = 0
     """Unused by the refine stage: renders are always at the reference and novel-view resolutions."""
-    rgb_loss_mult: float = 1000.0
-    """Weight of the reference-view colour loss (as in the coarse stage)."""
-    mask_loss_mult: float = 500.0
-    """Weight of the reference-view mask (opacity) loss."""
-    depth_loss_mult: float = 10.0
-    """Weight of the scale- and shift-invariant depth loss (used when the data has depth)."""
     opacity_regularizer: Literal["entropy", "opacity", "none"] = "entropy"
     """Novel-view opacity regulariser: binary entropy (solid or empty) or mean opacity (sparsity)."""
     opacity_loss_mult: float = 1e-3
