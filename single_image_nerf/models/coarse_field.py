@@ -22,43 +22,29 @@ uint32 arithmetic of tiny-cuda-nn, and their low bits equal those of nerfstudio'
 
 
 class _WeightedLookup(torch.autograd.Function):
-    """For each set k of weights, rows `sum_c weights[k, :, c] * table[index[:, c]]`, each set by one
-    embedding_bag over the same indices; the backward folds the sets into one row per index and accumulates them
-    into the table's gradient with one index_add (torch's own embedding_bag backward sorts the indices and is
-    several times slower on the CPU). No gradient to the weights: they depend on the positions alone, which need
-    none (normals carry their derivative forward instead)."""
+    """Rows `sum_c weights[:, c] * table[index[:, c]]` by one embedding_bag; its backward accumulates into the
+    table's gradient with one index_add (torch's own embedding_bag backward sorts the indices and is several
+    times slower on the CPU). No gradient to the weights: used where the positions need none."""
 
     @staticmethod
     def forward(ctx, table: Tensor, index: Tensor, weights: Tensor) -> Tensor:
         ctx.save_for_backward(index, weights)
         ctx.table_shape = table.shape
-        return torch.stack([F.embedding_bag(index, table, per_sample_weights=w, mode="sum") for w in weights])
+        return F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         index, weights = ctx.saved_tensors
-        rows = weights[0, :, :, None] * grad[0, :, None, :]
-        for k in range(1, weights.shape[0]):
-            rows.addcmul_(weights[k, :, :, None], grad[k, :, None, :])
-        rows = rows.reshape(-1, grad.shape[-1])
+        rows = (weights[..., None] * grad[:, None, :]).reshape(-1, grad.shape[-1])
         grad_table = grad.new_zeros(ctx.table_shape).index_add_(0, index.reshape(-1).long(), rows)
         return grad_table, None, None
 
 
-def trilinear_weights(frac: Tensor, scalings: Optional[Tensor] = None) -> Tensor:
-    """Weights (K, N, L, 8) of the 8 corners (x, y, z order) of each level's cell for fractions (N, L, 3): the
-    trilinear weights (K = 1) and, given the levels' `scalings` (L,), also their derivatives along x, y and z of
-    the unscaled position (K = 4). Written in place into one tensor (stacking would copy it once more)."""
+def trilinear_weights(frac: Tensor) -> Tensor:
+    """Weights (N, L, 8) of the 8 corners (x, y, z order) of each level's cell for fractions (N, L, 3)."""
     x, y, z = torch.stack([1.0 - frac, frac], dim=-1).unbind(2)  # 3 x (N, L, 2): the two corners per axis
-    weights = frac.new_empty(1 if scalings is None else 4, *frac.shape[:2], 2, 2, 2)
     yz = y[..., :, None] * z[..., None, :]
-    torch.mul(x[..., :, None, None], yz[..., None, :, :], out=weights[0])
-    if scalings is not None:
-        slope = scalings[:, None] * torch.tensor([-1.0, 1.0], dtype=frac.dtype, device=frac.device)  # (L, 2)
-        torch.mul(slope[:, :, None, None], yz[..., None, :, :], out=weights[1])
-        torch.mul((x[..., :, None] * slope[:, None, :])[..., None], z[..., None, None, :], out=weights[2])
-        torch.mul((x[..., :, None] * y[..., None, :])[..., None], slope[:, None, None, :], out=weights[3])
-    return weights.flatten(-3)
+    return (x[..., :, None, None] * yz[..., None, :, :]).flatten(-3)
 
 
 class VectorisedHashEncoding(HashEncoding):
@@ -123,7 +109,7 @@ class VectorisedHashEncoding(HashEncoding):
         if not (torch.is_grad_enabled() and in_tensor.requires_grad):
             # No gradient to the positions (all but autograd's normals): the gather and the weighting are fused in
             # one embedding_bag, whose backward accumulates straight into the table's gradient.
-            weights = trilinear_weights(frac).view(1, -1, 8)
+            weights = trilinear_weights(frac).view(-1, 8)
             encoded = _WeightedLookup.apply(self.hash_table, index.view(-1, 8), weights)
             return encoded.reshape(*batch, -1)
         corners = self.hash_table.index_select(0, index.view(-1).long()).view(*frac.shape[:2], 2, 2, 2, self.features_per_level)
@@ -133,13 +119,29 @@ class VectorisedHashEncoding(HashEncoding):
         return encoded.reshape(*batch, -1)
 
     def encode_with_jacobian(self, points: Tensor) -> Tuple[Tensor, Tensor]:
-        """Encoding (N, L F) of points (N, 3) in [0, 1]^3 and its derivatives (3, N, L F) along x, y, z: the
-        same corners weighted by the trilinear weights and by their derivatives (fused lookups over one set of
-        indices). Both reach the table with first-order autograd, so normals need no double backward."""
+        """Encoding (N, L F) of points (N, 3) in [0, 1]^3 and its derivatives (3, N, L F) along x, y, z, from one
+        gather of the corners: the derivative of a trilinear interpolation along an axis is the interpolation, over
+        the other two axes, of the differences across that axis. Both reach the table with first-order autograd,
+        so normals need no double backward."""
         index, frac = self.corner_indices(points)
-        weights = trilinear_weights(frac, self.scalings.to(points)).view(4, -1, 8)
-        looked_up = _WeightedLookup.apply(self.hash_table, index.view(-1, 8), weights).view(4, points.shape[0], -1)
-        return looked_up[0], looked_up[1:]
+        corners = self.hash_table.index_select(0, index.view(-1).long()).view(*frac.shape[:2], 2, 2, 2,
+                                                                                self.features_per_level)
+        fx, fy, fz = frac[:, :, 0, None], frac[:, :, 1, None, None], frac[:, :, 2, None, None, None]
+        # unbind rather than slicing: the backward of each slice would fill a whole zero tensor.
+        low_z, high_z = corners.unbind(-2)  # (N, L, 2, 2, F): x, y, feature
+        along_z0, along_z1 = torch.lerp(low_z, high_z, fz).unbind(-2)  # (N, L, 2, F): x, feature
+        across_z0, across_z1 = (high_z - low_z).unbind(-2)
+        along_y0, along_y1 = torch.lerp(along_z0, along_z1, fy).unbind(-2)  # (N, L, F)
+        across_y0, across_y1 = (along_z1 - along_z0).unbind(-2)
+        across_zy0, across_zy1 = torch.lerp(across_z0, across_z1, fy).unbind(-2)
+        encoded = torch.lerp(along_y0, along_y1, fx)
+        derivatives = torch.stack([  # (3, N, L, F), along the scaled positions
+            along_y1 - along_y0,
+            torch.lerp(across_y0, across_y1, fx),
+            torch.lerp(across_zy0, across_zy1, fx),
+        ])
+        derivatives = derivatives * self.scalings.to(points)[:, None]
+        return encoded.reshape(points.shape[0], -1), derivatives.reshape(3, points.shape[0], -1)
 
 
 def density_blob(positions: Tensor, strength: float, radius: float) -> Tensor:
