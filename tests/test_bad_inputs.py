@@ -9,6 +9,7 @@ import copy
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,10 @@ def user(tmp_path_factory):
     config.steps_per_save = 2
     train(config)
     run = config.get_base_dir() / "config.yml"
+    mismatched = yaml.load(run.read_text(), Loader=yaml.Loader)  # the same checkpoint, other model settings
+    mismatched.pipeline.model.num_levels = 4
+    shutil.copytree(run.parent, root / "mismatched")
+    (root / "mismatched" / "config.yml").write_text(yaml.dump(mismatched))
 
     from nerfstudio.configs.method_configs import method_configs
     other = copy.deepcopy(method_configs["nerfacto"])
@@ -99,6 +104,7 @@ def user(tmp_path_factory):
     (other_dir / "config.yml").write_text(yaml.dump(other))
     (root / "not_yaml.yml").write_text("{not: [yaml")
     return {"root": root, "data": data, "bad_depth": bad_depth, "run": run, "nerfacto": other_dir / "config.yml",
+            "mismatched": root / "mismatched" / "config.yml",
             "checkpoints": run.parent / "nerfstudio_models"}
 
 
@@ -193,6 +199,7 @@ def test_ns_train(user, case):
 def refine(user, coarse: Path) -> Callable[[], None]:
     from nerfstudio.scripts.train import main
 
+    from single_image_nerf.guidance.base import NoGuidanceConfig
     from single_image_nerf.method_configs import refine_trainer_config
 
     config = refine_trainer_config(max_steps=2)
@@ -200,6 +207,7 @@ def refine(user, coarse: Path) -> Callable[[], None]:
     config.vis = "tensorboard"
     config.output_dir = user["root"].parent / "case_outputs"
     config.pipeline.model.coarse_config = coarse
+    config.pipeline.guidance = NoGuidanceConfig()  # the tiny coarse run has no caption for a prompt
     return lambda: main(config)
 
 
@@ -209,6 +217,7 @@ REFINE_CASES = {
     "another method's run": (lambda u: u["nerfacto"], "nerfacto"),
     "not a config": (lambda u: u["root"] / "not_yaml.yml", "not a nerfstudio config.yml"),
     "a folder": (lambda u: u["root"] / "empty_folder", "folder"),
+    "coarse checkpoint of other settings": (lambda u: u["mismatched"], "does not fit"),
 }
 
 
@@ -278,6 +287,10 @@ EXPORT_CASES = {
     "evaluate: negative views": (lambda u: evaluate(u["run"], known_object="sphere", num_views=-1), "views"),
     "evaluate: no ground truth": (lambda u: evaluate(u["run"], geometry_views=0, num_views=1), "ground truth"),
     "evaluate: missing posed images": (lambda u: evaluate(u["run"], posed_images=u["root"] / "nope"), "nope"),
+    "evaluate: checkpoint of other settings": (lambda u: evaluate(u["mismatched"], known_object="sphere"),
+                                               "does not fit"),
+    "mesh: checkpoint of other settings": (lambda u: export_mesh(u["mismatched"], u["root"] / "m.ply"),
+                                           "does not fit"),
 }
 
 

@@ -9,6 +9,7 @@ from typing import Optional
 import torch
 
 from single_image_nerf.errors import UserInputError
+from single_image_nerf.scripts.run_loading import checkpoint_mismatch
 
 COARSE_METHOD = "single-image-nerf"
 """The method name a coarse run's config.yml carries."""
@@ -64,6 +65,9 @@ def load_coarse_pipeline(config_path: Optional[Path], device: torch.device | str
         config.pipeline.datamanager.data = Path(data)
     pipeline = config.pipeline.setup(device=device, test_mode="inference")
     state = torch.load(checkpoint, map_location=device)
-    pipeline.load_pipeline(state["pipeline"], state["step"])
+    try:
+        pipeline.load_pipeline(state["pipeline"], state["step"])
+    except RuntimeError as error:  # load_state_dict: missing, unexpected or reshaped parameters
+        raise checkpoint_mismatch(config_path, error) from None
     pipeline.eval()
     return pipeline

@@ -439,8 +439,6 @@ def write_report(report: Dict[str, Any], path: Path) -> None:
 
 def run(config: EvaluateConfig) -> Dict[str, Any]:
     """Load the run through nerfstudio's eval_setup, evaluate it, print the tables and write the JSON."""
-    from nerfstudio.utils.eval_utils import eval_setup
-
     from single_image_nerf.scripts import run_loading
 
     checks = [("--num-views", config.num_views, 0), ("--geometry-views", config.geometry_views, 0),
@@ -457,7 +455,7 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
         raise UserInputError(f"--posed-images {config.posed_images} is not a folder")
     run_config = run_loading.read_run_config(config.load_config)
     run_loading.check_checkpoint(run_config, config.load_config)
-    _, pipeline, checkpoint, step = eval_setup(config.load_config, test_mode="inference")
+    _, pipeline, checkpoint, step = run_loading.checked_eval_setup(config.load_config)
     try:
         report = evaluate_pipeline(pipeline, config)
     except NoGroundTruth as error:

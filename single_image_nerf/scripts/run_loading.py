@@ -69,12 +69,28 @@ def check_checkpoint(config: Any, path: Path) -> None:
 def load_pipeline(path: Path, config: Any = None) -> Tuple[Any, Any]:
     """(config, pipeline in eval mode) of a run, through nerfstudio's eval_setup in inference mode (no images,
     no guidance, no diffusion weights)."""
-    from nerfstudio.utils.eval_utils import eval_setup
-
     config = config if config is not None else read_run_config(path)
     check_checkpoint(config, Path(path))
-    _, pipeline, _, _ = eval_setup(Path(path), test_mode="inference")
+    _, pipeline, _, _ = checked_eval_setup(Path(path))
     return config, pipeline
+
+
+def checked_eval_setup(path: Path) -> Tuple[Any, Any, Path, int]:
+    """nerfstudio's eval_setup in inference mode, (config, pipeline, checkpoint path, step), with a one-line error
+    when the checkpoint does not fit the model."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    try:
+        return eval_setup(Path(path), test_mode="inference")
+    except RuntimeError as error:  # load_state_dict: missing, unexpected or reshaped parameters
+        raise checkpoint_mismatch(path, error) from None
+
+
+def checkpoint_mismatch(path: Path, error: Exception) -> UserInputError:
+    """The one-line error for a run whose checkpoint does not fit the model its config.yml builds."""
+    return UserInputError(f"the checkpoint of {path} does not fit the model its config.yml describes "
+                          f"({str(error).splitlines()[0][:160]}): it was written with other model settings or by "
+                          "another version of single-image-nerf; train the run again with this version")
 
 
 def check_output(path: Path, overwrite: bool, suffixes: Tuple[str, ...]) -> Path:
