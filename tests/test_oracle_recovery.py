@@ -6,11 +6,11 @@ the full circle from the start, white backgrounds (the oracle's ground truth is 
 scored with `sin-evaluate`'s own functions at 8 held-out azimuths (22.5 + 45 k degrees from the reference) and by
 the F-score of back-projected depth against the true surface.
 
-Measured (2-core CPU, one torch thread, seed 0; about 30 s of training per run):
+Measured (2-core CPU, one torch thread, seed 0; about 20 s of training per run):
 
     guidance  held-out PSNR  front  back   worst view  F-score (0.05)  Chamfer
-    oracle    21.85          22.05  21.66  19.7        0.884           0.032
-    none      15.07          17.74  12.41  11.2        0.759           0.039
+    oracle    21.69          21.83  21.55  19.6        0.880           0.032
+    none      15.21          17.94  12.48  11.2        0.730           0.040
 
 The thresholds below leave 2-3 dB and 0.08 of F-score of margin under the oracle run; the run without a prior
 misses the back views by more than 9 dB.
