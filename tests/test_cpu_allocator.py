@@ -31,5 +31,7 @@ def test_a_freed_tensor_s_pages_are_reused():
     done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     took, plain, kept = done.stdout.split()
     assert took == "True"
-    assert int(plain) > 4000  # every 64 MiB tensor faulted in its pages anew (16384 pages of 4 KiB)
-    assert int(kept) < 200  # now it reuses the heap's
+    # Every 64 MiB tensor faulted in its pages anew (16384 pages of 4 KiB, or 32 huge pages where the kernel
+    # hands those out); now it reuses the heap's.
+    assert int(plain) >= 32
+    assert int(kept) * 10 < int(plain)
