@@ -123,14 +123,11 @@ def patch_generfacto_for_local_fp32(sd_folder: Path, device: str) -> None:
 def generfacto_trainer(sd_folder: Path, device: str, output_dir: Path):
     from nerfstudio.configs.method_configs import method_configs
 
+    from single_image_nerf.method_configs import headless
+
     patch_generfacto_for_local_fp32(sd_folder, device)
-    config = method_configs["generfacto"]
-    config.machine.device_type = device
+    config = headless(method_configs["generfacto"], device, output_dir)
     config.mixed_precision = device != "cpu"
-    config.vis = "tensorboard"
-    config.output_dir = output_dir
-    config.logging.local_writer.enable = False
-    config.logging.profiler = "none"
     pipeline = config.pipeline
     pipeline.datamanager.train_resolution = RENDER_SIZE
     model = pipeline.model
@@ -149,15 +146,10 @@ def generfacto_trainer(sd_folder: Path, device: str, output_dir: Path):
 def ours_trainer(sd_folder: Path, device: str, output_dir: Path, encoder: str):
     from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
     from single_image_nerf.known_objects import ReferenceView, get_known_object, write_reference_folder
-    from single_image_nerf.method_configs import coarse_trainer_config
+    from single_image_nerf.method_configs import coarse_trainer_config, headless
 
     data = write_reference_folder(get_known_object("box"), output_dir / "box", ReferenceView(size=128))
-    config = coarse_trainer_config()
-    config.machine.device_type = device
-    config.vis = "tensorboard"
-    config.output_dir = output_dir
-    config.logging.local_writer.enable = False
-    config.logging.profiler = "none"
+    config = headless(coarse_trainer_config(), device, output_dir)
     pipeline = config.pipeline
     pipeline.datamanager.data = data
     pipeline.datamanager.novel_views.resolution = RENDER_SIZE

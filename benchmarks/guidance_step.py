@@ -205,20 +205,15 @@ def full_step(parts, args, timer: Timer, encoder: str) -> Dict[str, float]:
     from nerfstudio.engine.callbacks import TrainingCallbackLocation
 
     from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
-    from single_image_nerf.method_configs import coarse_trainer_config
+    from single_image_nerf.method_configs import coarse_trainer_config, headless
 
     _tests_on_path()
     from tiny_training import write_ball_image  # pylint: disable=import-outside-toplevel
 
     work = Path(tempfile.mkdtemp(prefix="guidance-step-"))
-    config = coarse_trainer_config(max_steps=1_000_000)
-    config.machine.device_type = timer.device.type
-    config.vis = "tensorboard"
-    config.output_dir = work / "outputs"
+    config = headless(coarse_trainer_config(max_steps=1_000_000), timer.device.type, work / "outputs")
     config.steps_per_save = config.steps_per_eval_image = config.steps_per_eval_batch = 1_000_000
     config.steps_per_eval_all_images = 1_000_000
-    config.logging.local_writer.enable = False
-    config.logging.profiler = "none"
     pipeline = config.pipeline
     pipeline.datamanager.data = write_ball_image(work / "ball.png", size=128)
     pipeline.datamanager.novel_views.resolution = args.render

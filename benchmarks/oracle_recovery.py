@@ -18,16 +18,11 @@ from pathlib import Path
 
 def build_config(args: argparse.Namespace, data: Path, output_dir: Path):
     from single_image_nerf.guidance.oracle import OracleGuidanceConfig
-    from single_image_nerf.method_configs import coarse_trainer_config
+    from single_image_nerf.method_configs import coarse_trainer_config, headless
 
-    config = coarse_trainer_config(max_steps=args.steps)
-    config.machine.device_type = args.device
-    config.vis = "tensorboard"
-    config.output_dir = output_dir
+    config = headless(coarse_trainer_config(max_steps=args.steps), args.device, output_dir)
     config.steps_per_save = 10**9
     config.steps_per_eval_image = 10**9
-    config.logging.profiler = "none"
-    config.logging.local_writer.enable = False
     pipeline = config.pipeline
     pipeline.datamanager.data = data
     pipeline.datamanager.dataparser.image_size = args.size

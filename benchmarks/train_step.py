@@ -52,18 +52,13 @@ def measure(resolution: int, samples: str, steps: int, warmup: int, device: str,
     import torch
 
     from single_image_nerf.guidance.base import NoGuidanceConfig
-    from single_image_nerf.method_configs import coarse_trainer_config
+    from single_image_nerf.method_configs import coarse_trainer_config, headless
 
     proposal, field_samples = parse_samples(samples)
     work = Path(tempfile.mkdtemp(prefix="train-step-"))
-    config = coarse_trainer_config(max_steps=warmup + steps)
-    config.machine.device_type = device
-    config.vis = "tensorboard"
-    config.output_dir = work / "outputs"
+    config = headless(coarse_trainer_config(max_steps=warmup + steps), device, work / "outputs")
     config.steps_per_save = 1_000_000
     config.steps_per_eval_image = 1_000_000
-    config.logging.local_writer.enable = False
-    config.logging.profiler = "none"
     pipeline = config.pipeline
     pipeline.guidance = NoGuidanceConfig()
     pipeline.datamanager.data = write_disc(work / "disc.png")

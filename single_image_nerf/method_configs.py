@@ -5,6 +5,8 @@ entry points while its datamanager module is half imported, so that entry point 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.plugins.types import MethodSpecification
@@ -39,6 +41,17 @@ def _stage_trainer_config(method_name: str, pipeline, optimizers: dict, max_step
         viewer=ViewerConfig(num_rays_per_chunk=1 << 14, websocket_host="127.0.0.1"),
         vis="viewer",
     )
+
+
+def headless(config, device: str, output_dir: Path):
+    """`config` (any nerfstudio TrainerConfig) set for a scripted run: on `device`, with tensorboard events and
+    checkpoints under `output_dir`, no viewer, no per-step console table and no profiler."""
+    config.machine.device_type = device
+    config.vis = "tensorboard"
+    config.output_dir = output_dir
+    config.logging.profiler = "none"
+    config.logging.local_writer.enable = False
+    return config
 
 
 def coarse_trainer_config(max_steps: int = 5000) -> SingleImageTrainerConfig:

@@ -18,10 +18,7 @@ SMALL_T = (0.02, 0.3)
 """A timestep range below the CLIP option's `max_t` (0.4): every view gets the CLIP losses."""
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 def reference_rgba(size: int = 24) -> torch.Tensor:

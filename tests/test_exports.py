@@ -45,16 +45,12 @@ def run(tmp_path_factory):
 def refine_run(run, tmp_path_factory):
     """A refine run seeded from the coarse run (200 Gaussians, no guidance, two steps on the CPU)."""
     from single_image_nerf.guidance.base import NoGuidanceConfig
-    from single_image_nerf.method_configs import refine_trainer_config
+    from single_image_nerf.method_configs import headless, refine_trainer_config
 
     coarse_path, _ = run
-    config = refine_trainer_config(max_steps=REFINE_STEPS)
-    config.machine.device_type = "cpu"
-    config.vis = "tensorboard"
-    config.output_dir = tmp_path_factory.mktemp("refine-run") / "outputs"
+    config = headless(refine_trainer_config(max_steps=REFINE_STEPS), "cpu",
+                      tmp_path_factory.mktemp("refine-run") / "outputs")
     config.steps_per_eval_image = 10_000
-    config.logging.profiler = "none"
-    config.logging.local_writer.enable = False
     config.pipeline.guidance = NoGuidanceConfig()
     config.pipeline.datamanager.novel_views.resolution = 16
     model = config.pipeline.model

@@ -13,7 +13,7 @@ from nerfstudio.utils.eval_utils import eval_setup
 
 from single_image_nerf.errors import UserInputError
 from single_image_nerf.guidance.base import GuidanceConfig
-from single_image_nerf.method_configs import refine_trainer_config
+from single_image_nerf.method_configs import headless, refine_trainer_config
 from single_image_nerf.refine.coarse_run import load_coarse_pipeline, read_coarse_config
 from single_image_nerf.refine.splat_model import RefineSplatModel, viewmats_from_cameras
 
@@ -27,14 +27,9 @@ SEED_POINTS = 300
 def tiny_refine_config(coarse_config: Path, output_dir: Path, steps: int):
     """The refine method at test sizes on the CPU: 300 seeds from a 32^3 grid, 32-pixel novel views, densification
     every 3 steps, the contextual loss on with random VGG weights."""
-    config = refine_trainer_config(max_steps=steps)
-    config.machine.device_type = "cpu"
-    config.vis = "tensorboard"
-    config.output_dir = output_dir
+    config = headless(refine_trainer_config(max_steps=steps), "cpu", output_dir)
     config.steps_per_save = 1000
     config.steps_per_eval_image = 10_000
-    config.logging.profiler = "none"
-    config.logging.local_writer.enable = False
     pipeline = config.pipeline
     pipeline.guidance = GuidanceConfig()
     pipeline.datamanager.novel_views.resolution = 32

@@ -21,10 +21,7 @@ from tiny_diffusion import tiny_stable_diffusion_folder
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 def cameras(azimuths, elevations, reference_azimuth=0.0, size=16):

@@ -24,10 +24,7 @@ CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 def disc_rgba(size: int = 24) -> torch.Tensor:

@@ -11,7 +11,7 @@ from PIL import Image
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 
 from single_image_nerf.guidance.base import NoGuidanceConfig
-from single_image_nerf.method_configs import coarse_trainer_config
+from single_image_nerf.method_configs import coarse_trainer_config, headless
 
 
 def write_ball_image(path: Path, size: int = 64) -> Path:
@@ -31,14 +31,9 @@ def tiny_config(data: Path, output_dir: Path, steps: int, image_size: int = 32, 
                 rays: int = 512) -> TrainerConfig:
     """The coarse method at tiny sizes on the CPU without a prior: small grid, few samples, checkpoints every 10
     steps (set `config.pipeline.guidance` for another prior)."""
-    config = coarse_trainer_config(max_steps=steps)
-    config.machine.device_type = "cpu"
-    config.vis = "tensorboard"
-    config.output_dir = output_dir
+    config = headless(coarse_trainer_config(max_steps=steps), "cpu", output_dir)
     config.steps_per_save = 10
     config.steps_per_eval_image = 10_000
-    config.logging.profiler = "none"
-    config.logging.local_writer.enable = False
     config.load_scheduler = True
     pipeline = config.pipeline
     pipeline.datamanager.data = data

@@ -20,7 +20,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 
 from single_image_nerf.models.coarse_field import CoarseField
-from single_image_nerf.models.losses import (ReferenceLossWeights, binary_entropy, composite, normal_smoothness_2d,
+from single_image_nerf.models.losses import (SharedLossWeights, composite, normal_smoothness_2d, opacity_regularization,
                                              reference_view_losses)
 from single_image_nerf.models.proposal_grid import DenseDensityGrid
 
@@ -28,7 +28,7 @@ Shading = Literal["albedo", "lambertian", "textureless", "normals"]
 
 
 @dataclass
-class CoarseModelConfig(ModelConfig, ReferenceLossWeights):
+class CoarseModelConfig(ModelConfig, SharedLossWeights):
     """Coarse stage: a hash-grid radiance field fitted to the reference view and shaped by a guidance elsewhere."""
 
     _target: Type = field(default_factory=lambda: CoarseModel)
@@ -72,10 +72,6 @@ class CoarseModelConfig(ModelConfig, ReferenceLossWeights):
     """After albedo_iters, share of novel views still rendered with albedo only."""
     ambient: float = 0.1
     """Ambient light of the lambertian and textureless shadings."""
-    opacity_regularizer: Literal["entropy", "opacity", "none"] = "entropy"
-    """Novel-view opacity regulariser: binary entropy (solid or empty) or mean opacity (sparsity)."""
-    opacity_loss_mult: float = 1e-3
-    """Weight of the opacity regulariser."""
     orientation_loss_mult: float = 1e-2
     """Weight of the orientation loss (normals must not face away from the camera), once normals are rendered."""
     normal_smoothness_loss_mult: float = 0.5
@@ -294,11 +290,7 @@ class CoarseModel(Model):
     def get_novel_view_loss_dict(self, views: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Regularisers on the novel-view renders: opacity, orientation and 2D normal smoothness."""
         config = self.config
-        losses: Dict[str, Tensor] = {}
-        if config.opacity_regularizer == "entropy" and config.opacity_loss_mult > 0:
-            losses["opacity_loss"] = config.opacity_loss_mult * binary_entropy(views["accumulation"])
-        elif config.opacity_regularizer == "opacity" and config.opacity_loss_mult > 0:
-            losses["opacity_loss"] = config.opacity_loss_mult * views["accumulation"].mean()
+        losses = opacity_regularization(views["accumulation"], config)
         if "normals" in views:
             if config.orientation_loss_mult > 0:
                 losses["novel_orientation_loss"] = config.orientation_loss_mult * views["orientation"].mean()

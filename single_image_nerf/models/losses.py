@@ -1,9 +1,9 @@
-"""Reference-view and regularisation losses of both stages, as pure functions, and the reference losses' weights."""
+"""Reference-view and regularisation losses of both stages, as pure functions, and the weights both share."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Literal, Optional
 
 import torch
 from torch import Tensor
@@ -31,8 +31,9 @@ def normal_smoothness_2d(normals: Tensor, accumulation: Tensor) -> Tensor:
 
 
 @dataclass
-class ReferenceLossWeights:
-    """The reference-view loss weights of both stages' model configs."""
+class SharedLossWeights:
+    """The loss weights both stages' model configs share: the reference-view losses and the novel-view opacity
+    regulariser."""
 
     rgb_loss_mult: float = 1000.0
     """Weight of the reference-view colour loss."""
@@ -40,6 +41,18 @@ class ReferenceLossWeights:
     """Weight of the reference-view mask (opacity) loss."""
     depth_loss_mult: float = 10.0
     """Weight of the scale- and shift-invariant depth loss (used when the data has depth)."""
+    opacity_regularizer: Literal["entropy", "opacity", "none"] = "entropy"
+    """Novel-view opacity regulariser: binary entropy (solid or empty) or mean opacity (sparsity)."""
+    opacity_loss_mult: float = 1e-3
+    """Weight of the opacity regulariser."""
+
+
+def opacity_regularization(accumulation: Tensor, config: SharedLossWeights) -> Dict[str, Tensor]:
+    """{"opacity_loss": ...} of novel-view opacities under `config`'s regulariser, or {} when it is off."""
+    if config.opacity_loss_mult <= 0 or config.opacity_regularizer == "none":
+        return {}
+    penalty = binary_entropy(accumulation) if config.opacity_regularizer == "entropy" else accumulation.mean()
+    return {"opacity_loss": config.opacity_loss_mult * penalty}
 
 
 def reference_view_losses(outputs: Dict[str, Tensor], target: Tensor, alpha: Tensor, depth: Optional[Tensor],

@@ -21,13 +21,14 @@ from nerfstudio.models.splatfacto import RGB2SH, SplatfactoModel, SplatfactoMode
 from nerfstudio.utils import colormaps
 
 from single_image_nerf.errors import UserInputError
-from single_image_nerf.models.losses import ReferenceLossWeights, binary_entropy, composite, reference_view_losses
+from single_image_nerf.models.losses import (SharedLossWeights, composite, opacity_regularization,
+                                             reference_view_losses)
 from single_image_nerf.refine.cpu_rasterizer import rasterize
 from single_image_nerf.refine.nerf_to_gaussians import GaussianSeeds, seeds_from_model
 
 
 @dataclass
-class RefineSplatModelConfig(SplatfactoModelConfig, ReferenceLossWeights):
+class RefineSplatModelConfig(SplatfactoModelConfig, SharedLossWeights):
     """Refine stage: splatfacto's Gaussians seeded from a coarse run, fitted to the reference view and guided elsewhere."""
 
     _target: Type = field(default_factory=lambda: RefineSplatModel)
@@ -52,10 +53,6 @@ class RefineSplatModelConfig(SplatfactoModelConfig, ReferenceLossWeights):
     """Steps before densification and pruning start."""
     num_downscales: int = 0
     """Unused by the refine stage: renders are always at the reference and novel-view resolutions."""
-    opacity_regularizer: Literal["entropy", "opacity", "none"] = "entropy"
-    """Novel-view opacity regulariser: binary entropy (solid or empty) or mean opacity (sparsity)."""
-    opacity_loss_mult: float = 1e-3
-    """Weight of the opacity regulariser."""
     contextual_loss_mult: float = 0.0
     """Weight of the contextual loss between novel-view renders and the reference image on VGG16 features (0: off)."""
     contextual_vgg_weights: str = "imagenet"
@@ -283,11 +280,7 @@ class RefineSplatModel(SplatfactoModel):
     def get_novel_view_loss_dict(self, views: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Novel-view terms: the opacity regulariser and, when weighted, the contextual loss to the reference."""
         config = self.config
-        losses: Dict[str, Tensor] = {}
-        if config.opacity_regularizer == "entropy" and config.opacity_loss_mult > 0:
-            losses["opacity_loss"] = config.opacity_loss_mult * binary_entropy(views["accumulation"])
-        elif config.opacity_regularizer == "opacity" and config.opacity_loss_mult > 0:
-            losses["opacity_loss"] = config.opacity_loss_mult * views["accumulation"].mean()
+        losses = opacity_regularization(views["accumulation"], config)
         if config.contextual_loss_mult > 0:
             losses["contextual_loss"] = config.contextual_loss_mult * self.contextual_loss(views)
         return losses
