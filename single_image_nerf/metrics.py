@@ -1,8 +1,8 @@
 """Image and geometry metrics for evaluation: PSNR, SSIM, optional LPIPS and CLIP similarity, Chamfer, F-score.
 
 Images are `Float[Tensor, "B 3 H W"]` in [0, 1]; image metrics return one value per image (B,). The optional
-learned metrics never download anything: when their weights are not already on this machine they return None,
-which the evaluation reports as "n/a".
+learned metrics return None when their weights cannot be had (LPIPS: not already in torch's hub cache; CLIP: not
+cached and not downloadable), which the evaluation reports as "n/a".
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
+
+from single_image_nerf.pretrained import ModelUnavailableError, resolve_hub_weights
 
 ImageMetric = Callable[[Tensor, Tensor], Tensor]
 
@@ -94,16 +96,17 @@ def load_lpips(device: torch.device | str = "cpu", net: str = "alex") -> Optiona
 
 
 def load_clip_similarity(model_id: str, device: torch.device | str = "cpu") -> Optional[ImageMetric]:
-    """Cosine similarity of CLIP image embeddings (higher is better) for a local path or a hub id already in
-    the local cache, or None when the weights are not on this machine (nothing is downloaded)."""
+    """Cosine similarity of CLIP image embeddings (higher is better) for a local folder or a hub id (downloaded into
+    the project's cache on first use), or None when the weights cannot be had (the metric is then left out)."""
     try:
         from transformers import CLIPImageProcessor, CLIPModel
     except ImportError:
         return None
     try:
-        model = CLIPModel.from_pretrained(model_id, local_files_only=True).to(device).eval()
-        processor = CLIPImageProcessor.from_pretrained(model_id, local_files_only=True)
-    except Exception:  # noqa: BLE001 - missing or unreadable weights: the metric is unavailable
+        folder = resolve_hub_weights(model_id, "CLIP metric model", "--clip-model", ("config.json",))
+        model = CLIPModel.from_pretrained(folder).to(device).eval()
+        processor = CLIPImageProcessor.from_pretrained(folder)
+    except (Exception, ModelUnavailableError):  # noqa: BLE001 - missing or unreadable weights: no metric
         return None
     size = processor.crop_size["height"] if isinstance(processor.crop_size, dict) else processor.crop_size
     mean = torch.tensor(processor.image_mean, device=device).view(1, 3, 1, 1)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from single_image_nerf.preprocess import PreprocessError
-from single_image_nerf.preprocess.sam import SAM_DOWNLOAD_URL, find_sam_checkpoint, load_sam, sam_mask
+from single_image_nerf.preprocess.sam import find_sam_checkpoint, load_sam, sam_mask
+from single_image_nerf.pretrained import SAM_BASE_URL
 from tiny_preprocess_models import TINY_SAM, build_tiny_sam, save_tiny_sam_checkpoint
 
 CPU = torch.device("cpu")
@@ -51,12 +52,15 @@ def test_box_and_point_prompts(tiny_sam_checkpoint, photo):
 
 def test_missing_checkpoint_names_the_url_and_the_flag(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("SINGLE_IMAGE_NERF_CACHE", str(tmp_path / "sin-cache"))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setenv("SINGLE_IMAGE_NERF_OFFLINE", "1")
     with pytest.raises(PreprocessError) as info:
         find_sam_checkpoint("vit_b")
     message = str(info.value)
-    assert "\n" not in message
-    assert f"{SAM_DOWNLOAD_URL}sam_vit_b_01ec64.pth" in message and "--sam-checkpoint" in message
+    assert "\n" not in message and "downloads are off (SINGLE_IMAGE_NERF_OFFLINE=1)" in message
+    assert f"{SAM_BASE_URL}sam_vit_b_01ec64.pth" in message and "--sam-checkpoint" in message
+    assert "--mask-from grabcut" in message
     with pytest.raises(PreprocessError, match="not found; check the path"):
         find_sam_checkpoint("vit_b", tmp_path / "nope.pth")
 

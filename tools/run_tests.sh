@@ -14,5 +14,5 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null;
     fi
 fi
 cd "$ROOT"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SINGLE_IMAGE_NERF_OFFLINE=1 PYTHONUNBUFFERED=1
 exec python -m pytest -q -p no:cacheprovider "$@"

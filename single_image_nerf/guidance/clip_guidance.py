@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from single_image_nerf.guidance.loading import freeze, has_weights, load_component, resolve_pretrained
+from single_image_nerf.guidance.loading import freeze, load_component
+from single_image_nerf.pretrained import CLIP_GUIDANCE_ID, resolve_hub_weights
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 """CLIP's input normalisation, used when the model folder has no preprocessor_config.json."""
@@ -27,7 +28,7 @@ class ClipGuidanceConfig:
 
     enabled: bool = False
     """Add the CLIP losses (loads a second model)."""
-    model_path: str = "openai/clip-vit-base-patch16"
+    model_path: str = CLIP_GUIDANCE_ID
     """Hub id or local folder of a transformers CLIPModel."""
     image_weight: float = 10.0
     """Weight of 1 - cos(CLIP(denoised view), CLIP(reference image)) (Make-It-3D uses 10)."""
@@ -60,11 +61,7 @@ class ClipGuidance:
         self.device = device
         self.dtype = torch.float16 if device.type == "cuda" else torch.float32
         model = config.model_path
-        configs = ("*.json", "*.txt")
-        folder = resolve_pretrained(model, configs + ("*.safetensors",), ("config.json",), flag, "CLIP weights")
-        if not has_weights(folder, ("",)) and not Path(model).expanduser().is_dir():
-            folder = resolve_pretrained(model, configs + ("pytorch_model.bin",), ("config.json",), flag,
-                                        "CLIP weights")
+        folder = resolve_hub_weights(model, "CLIP model", flag, ("config.json",))
         self.model = freeze(load_component(CLIPModel.from_pretrained, folder, model, flag).to(device, self.dtype))
         tokenizer = load_component(CLIPTokenizer.from_pretrained, folder, model, flag)
         self.size = int(self.model.config.vision_config.image_size)

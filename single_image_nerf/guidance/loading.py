@@ -1,8 +1,8 @@
-"""Find pretrained weights for a guidance: a local folder, the Hugging Face cache, or a download; else one line.
+"""Load a guidance's frozen components from a local folder found (or downloaded) by `single_image_nerf.pretrained`.
 
 `from_pretrained` on a hub id without network retries for minutes (transformers) or, for some tokenizers, quietly
-builds an empty one; so the folder is resolved first with `huggingface_hub.snapshot_download`, which answers at once
-from the cache or the hub, and every component is then loaded from that local folder.
+builds an empty one; so the folder is resolved first (cache, then download), and every component is then loaded from
+that local folder.
 """
 
 from __future__ import annotations
@@ -10,48 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional
 
-from single_image_nerf.errors import UserInputError
+from single_image_nerf.pretrained import ModelUnavailableError, resolve_hub_weights
 
-
-class GuidanceUnavailableError(UserInputError):
-    """A guidance's weights cannot be found: the message names the model and how to give a local folder."""
-
-
-def resolve_pretrained(
-    model: str, patterns: Sequence[str], required: Iterable[str], flag: str, what: str = "weights"
-) -> Path:
-    """A local folder holding `model` (a folder path or a hub id) with every file in `required` (relative paths).
-
-    Hub ids are fetched with `allow_patterns=patterns` (cache first; nothing is downloaded when it is complete or
-    HF_HUB_OFFLINE=1). Raises GuidanceUnavailableError naming `model` and `flag` when that fails."""
-    path = Path(model).expanduser()
-    hint = f"pass a local folder with {flag} /path/to/folder"
-    if path.is_dir():
-        folder = path
-    elif model.startswith(("/", ".", "~")):
-        raise GuidanceUnavailableError(f"{what} folder '{model}' does not exist; {hint}")
-    else:
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(model, allow_patterns=list(patterns)))
-        except Exception as error:  # offline, unknown repo, gated repo, no disk: all end the same way
-            raise GuidanceUnavailableError(
-                f"cannot load {what} '{model}': not in the local Hugging Face cache and the hub is unreachable "
-                f"({type(error).__name__}); download it once with network, or {hint}"
-            ) from None
-    missing = [name for name in required if not (folder / name).exists()]
-    if missing:
-        raise GuidanceUnavailableError(f"{what} '{model}' lacks {', '.join(missing)} (in {folder}); {hint}")
-    return folder
-
-
-def has_weights(folder: Path, subfolders: Sequence[str]) -> bool:
-    """True if each of `subfolders` ("" for the folder itself) holds a safetensors or PyTorch weight file."""
-    patterns = ("*.safetensors", "*.bin")
-    return all(any(any((folder / sub).glob(pattern)) for pattern in patterns) for sub in subfolders)
+GuidanceUnavailableError = ModelUnavailableError
+"""A guidance's weights cannot be found: the message names the model and how to give a local folder."""
 
 
 def load_component(loader, folder: Path, model: str, flag: str, **kwargs):
@@ -73,11 +37,6 @@ SD_REQUIRED = (
     "scheduler/scheduler_config.json",
 )
 """Files a diffusers Stable Diffusion folder must hold for the guidance."""
-_SD_CONFIGS = ("*.json", "*.txt")
-_SD_SAFETENSORS = _SD_CONFIGS + tuple(f"{sub}/*model.safetensors" for sub in SD_SUBFOLDERS)
-_SD_PICKLES = _SD_CONFIGS + tuple(f"{sub}/*model.bin" for sub in SD_SUBFOLDERS)
-
-
 @dataclass
 class StableDiffusionParts:
     """The frozen components of a Stable Diffusion checkpoint (fp32 weights loaded, then cast to `dtype`)."""
@@ -109,11 +68,7 @@ def freeze(module):
 
 def stable_diffusion_folder(model: str, flag: str) -> Path:
     """The local folder of `model` (hub id or folder) with the files the guidance needs; one line if there is none."""
-    what = "Stable Diffusion weights"
-    folder = resolve_pretrained(model, _SD_SAFETENSORS, SD_REQUIRED, flag, what)
-    if not has_weights(folder, SD_SUBFOLDERS) and not Path(model).expanduser().is_dir():
-        folder = resolve_pretrained(model, _SD_PICKLES, SD_REQUIRED, flag, what)
-    return folder
+    return resolve_hub_weights(model, "Stable Diffusion prior", flag, SD_REQUIRED, SD_SUBFOLDERS)
 
 
 def vae_scale_factor_of(folder: Path) -> Optional[int]:

@@ -25,6 +25,7 @@ from single_image_nerf.guidance.base import Guidance, GuidanceConfig, GuidanceCo
 from single_image_nerf.guidance.clip_guidance import ClipGuidanceConfig
 from single_image_nerf.guidance.loading import GuidanceUnavailableError  # noqa: F401  (re-exported for callers)
 from single_image_nerf.guidance.prompts import VIEWS, relative_view_angles, resolve_prompt, view_indices
+from single_image_nerf.pretrained import STABLE_DIFFUSION_ID
 
 MODEL_PATH_FLAG = "pipeline.guidance:stable-diffusion --pipeline.guidance.model-path"
 """The command-line option that points the guidance at a local folder (named in errors)."""
@@ -35,7 +36,7 @@ class StableDiffusionGuidanceConfig(GuidanceConfig):
     """Score distillation sampling (DreamFusion) from Stable Diffusion, with view-dependent prompts."""
 
     _target: Type = field(default_factory=lambda: StableDiffusionGuidance)
-    model_path: str = "stabilityai/stable-diffusion-2-1-base"
+    model_path: str = STABLE_DIFFUSION_ID
     """Hub id or local folder of a diffusers Stable Diffusion checkpoint (SD 1.5 and 2.x)."""
     prompt: Optional[str] = None
     """Prompt; None: "a photo of <token>" when a learned token is found, else the data's caption.txt."""

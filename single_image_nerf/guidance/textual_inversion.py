@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from single_image_nerf.pretrained import STABLE_DIFFUSION_ID
+
 TOKEN_FILE = "token.bin"
 """File name of a learned token beside the data."""
 TOKEN_META_FILE = "token.json"
@@ -29,7 +31,7 @@ TOKEN_META_FILE = "token.json"
 class TextualInversionConfig:
     """How to learn the object's token (defaults follow diffusers' textual-inversion example and RealFusion)."""
 
-    model_path: str = "stabilityai/stable-diffusion-2-1-base"
+    model_path: str = STABLE_DIFFUSION_ID
     """Hub id or local folder of the Stable Diffusion checkpoint; must be the one the guidance will use."""
     token: str = "<object>"
     """The new token's text, used in prompts."""

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any, Tuple
 import numpy as np
 
 from single_image_nerf.preprocess.hub import load_pretrained
+from single_image_nerf.pretrained import CAPTION_MODEL_ID
 
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_CAPTION_MODEL = "Salesforce/blip2-opt-2.7b"
-"""Hub id (or local folder) of the default captioning model."""
+DEFAULT_CAPTION_MODEL = CAPTION_MODEL_ID
 FALLBACK_CAPTION = "an object"
 """Written when the model produces no words (for example with untrained weights)."""
 
@@ -26,11 +26,10 @@ def load_caption_model(model_id: str, device: "torch.device") -> Tuple[Any, Any]
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
     dtype = torch.float32 if device.type == "cpu" else torch.float16
-    processor = load_pretrained(Blip2Processor.from_pretrained, model_id, "caption", "--caption-model", "--no-caption")
-    model = load_pretrained(
-        Blip2ForConditionalGeneration.from_pretrained, model_id, "caption", "--caption-model", "--no-caption",
-        dtype=dtype,
-    )
+    processor, = load_pretrained((Blip2Processor.from_pretrained,), model_id, "caption", "--caption-model",
+                                 "--no-caption")
+    model, = load_pretrained((Blip2ForConditionalGeneration.from_pretrained,), model_id, "caption",
+                             "--caption-model", "--no-caption", dtype=dtype)
     return model.to(device).eval(), processor
 
 

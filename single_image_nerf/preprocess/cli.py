@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 from single_image_nerf.preprocess.caption import DEFAULT_CAPTION_MODEL as _CAPTION_MODEL
 from single_image_nerf.preprocess.depth import DEFAULT_DEPTH_MODEL as _DEPTH_MODEL
 from single_image_nerf.preprocess.errors import PreprocessError
+from single_image_nerf.pretrained import DEFAULT_SAM_MODEL
 
 EXIT_USER_ERROR = 2
 
@@ -36,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="foreground source: the photo's alpha, SAM, or OpenCV GrabCut (no weights); "
         "auto = alpha when the photo has transparency, else SAM (default auto)",
     )
-    parser.add_argument("--sam-model", default="vit_b", help="SAM model type: vit_b (default), vit_l or vit_h")
-    parser.add_argument("--sam-checkpoint", default=None, help="SAM checkpoint file (default: the usual caches)")
+    parser.add_argument("--sam-model", default=DEFAULT_SAM_MODEL,
+                        help=f"SAM model type: vit_b, vit_l or vit_h (default {DEFAULT_SAM_MODEL})")
+    parser.add_argument("--sam-checkpoint", default=None,
+                        help="SAM checkpoint file (default: the official one, downloaded once into the cache)")
     parser.add_argument(
         "--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), default=None,
         help="box around the object in pixels of the upright photo (prompts SAM or GrabCut)",

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, Tuple
 import numpy as np
 
 from single_image_nerf.preprocess.hub import load_pretrained
+from single_image_nerf.pretrained import DEPTH_MODEL_ID
 
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_DEPTH_MODEL = "Intel/dpt-hybrid-midas"
-"""Hub id (or local folder) of the default depth model."""
+DEFAULT_DEPTH_MODEL = DEPTH_MODEL_ID
 DEPTH_CONVENTION = "disparity"
 """What DPT's output means: relative inverse depth, larger is nearer."""
 
@@ -25,8 +25,8 @@ def load_depth_model(model_id: str, device: "torch.device") -> Tuple[Any, Any]:
     """(model, image processor) for a DPT depth model from the hub or a local folder, in eval mode on `device`."""
     from transformers import AutoImageProcessor, DPTForDepthEstimation
 
-    processor = load_pretrained(AutoImageProcessor.from_pretrained, model_id, "depth", "--depth-model", "--no-depth")
-    model = load_pretrained(DPTForDepthEstimation.from_pretrained, model_id, "depth", "--depth-model", "--no-depth")
+    processor, model = load_pretrained((AutoImageProcessor.from_pretrained, DPTForDepthEstimation.from_pretrained),
+                                       model_id, "depth", "--depth-model", "--no-depth")
     return model.to(device).eval(), processor
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 from single_image_nerf.preprocess.caption import DEFAULT_CAPTION_MODEL
 from single_image_nerf.preprocess.depth import DEFAULT_DEPTH_MODEL, DEPTH_CONVENTION
 from single_image_nerf.preprocess.errors import PreprocessError
+from single_image_nerf.pretrained import DEFAULT_SAM_MODEL
 from single_image_nerf.preprocess.image_io import DEFAULT_MAX_SIDE, LoadedImage, load_image
 from single_image_nerf.preprocess.masking import ALPHA_THRESHOLD, Box, clean_alpha, clean_mask, grabcut_mask
 from single_image_nerf.preprocess.recentre import SquareCrop, mask_bbox, recentre
@@ -47,7 +48,7 @@ class PreprocessOptions:
     """Fraction of the side left empty on each side of the object's longer side."""
     mask_from: str = "auto"
     """Foreground source: auto, alpha, sam or grabcut (no weights; a fallback when SAM's are unavailable)."""
-    sam_model: str = "vit_b"
+    sam_model: str = DEFAULT_SAM_MODEL
     """SAM model type: vit_b, vit_l or vit_h."""
     sam_checkpoint: Optional[str] = None
     """SAM checkpoint file; default the official file name in the usual caches."""

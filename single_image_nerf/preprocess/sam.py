@@ -1,4 +1,4 @@
-"""Foreground by Segment Anything (the segment-anything package): checkpoint lookup, loading and prompting.
+"""Foreground by Segment Anything (the segment-anything package): checkpoint lookup and download, loading, prompting.
 
 segment-anything is imported inside the functions, so importing this module stays light.
 """
@@ -14,26 +14,22 @@ import torch
 
 from single_image_nerf.preprocess.errors import PreprocessError
 from single_image_nerf.preprocess.masking import Box, select_object_mask
+from single_image_nerf.pretrained import (SAM_CHECKPOINT_FILES, ModelUnavailableError, checkpoint_cache, discard,
+                                          download_url, sam_checkpoint_url)
 
-SAM_CHECKPOINT_FILES = {
-    "vit_b": "sam_vit_b_01ec64.pth",
-    "vit_l": "sam_vit_l_0b3195.pth",
-    "vit_h": "sam_vit_h_4b8939.pth",
-}
-"""The official checkpoint file of each SAM model type."""
-SAM_DOWNLOAD_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
-"""Where the official checkpoints are published."""
 Point = Tuple[float, float]
 
 
 def sam_cache_dirs() -> Tuple[Path, ...]:
-    """Folders searched for a checkpoint: ~/.cache/single-image-nerf (XDG_CACHE_HOME honoured), torch hub's."""
+    """Folders searched for an official checkpoint: the project's download cache, then the folders earlier versions
+    and other tools used (~/.cache/single-image-nerf, torch hub's checkpoints)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return (cache / "single-image-nerf", Path(torch.hub.get_dir()) / "checkpoints")
+    return (checkpoint_cache(), cache / "single-image-nerf", Path(torch.hub.get_dir()) / "checkpoints")
 
 
 def find_sam_checkpoint(model_type: str, checkpoint: Optional[Union[str, Path]] = None) -> Path:
-    """The checkpoint file to load: the given path, else the official file name in one of `sam_cache_dirs`."""
+    """The checkpoint file to load: the given path, else the official file in one of `sam_cache_dirs`, else the
+    official file downloaded (once, with a progress bar) into the project's cache."""
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
@@ -42,15 +38,14 @@ def find_sam_checkpoint(model_type: str, checkpoint: Optional[Union[str, Path]] 
     name = SAM_CHECKPOINT_FILES.get(model_type)
     if name is None:
         raise PreprocessError(f"SAM model '{model_type}' has no default checkpoint; pass --sam-checkpoint PATH")
-    dirs = sam_cache_dirs()
-    for folder in dirs:
+    for folder in sam_cache_dirs():
         if (folder / name).is_file():
             return folder / name
-    raise PreprocessError(
-        f"SAM {model_type} weights not found (looked for {name} in {', '.join(str(d) for d in dirs)}); "
-        f"download {SAM_DOWNLOAD_URL}{name} to {dirs[0]}/ or pass --sam-checkpoint PATH "
-        f"(or use --mask-from grabcut, which needs no weights)"
-    )
+    try:
+        return download_url(sam_checkpoint_url(model_type), checkpoint_cache() / name, f"SAM {model_type} checkpoint",
+                            "--sam-checkpoint")
+    except ModelUnavailableError as error:
+        raise PreprocessError(f"{error} (or use --mask-from grabcut, which needs no weights)") from None
 
 
 def load_sam(model_type: str, checkpoint: Optional[Union[str, Path]], device: torch.device) -> Any:
@@ -64,6 +59,8 @@ def load_sam(model_type: str, checkpoint: Optional[Union[str, Path]], device: to
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and torch errors all mean the same thing to the user
+        if path.parent == checkpoint_cache():
+            discard(path)  # our own download, damaged on disk: the next run fetches it again
         raise PreprocessError(
             f"{path}: not a readable SAM checkpoint ({_first_line(error)}); download it again"
         ) from None

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from single_image_nerf.errors import UserInputError
+from single_image_nerf.pretrained import checkpoint_cache, discard, download_url, vgg16_url
 
 VGG16_LAYERS: Dict[str, int] = {"relu1_2": 3, "relu2_2": 8, "relu3_1": 11, "relu3_3": 15, "relu4_1": 18, "relu4_3": 22}
 """Index of each named activation in torchvision's vgg16().features."""
@@ -43,36 +44,44 @@ def contextual_loss(x: Tensor, y: Tensor, bandwidth: float = 0.5) -> Tensor:
 
 
 def build_vgg16_features(weights: str | Path, last_layer: int) -> nn.Sequential:
-    """torchvision's VGG16 feature stack up to `last_layer`, frozen. `weights`: "imagenet" (torchvision's cached
-    ImageNet weights), "random" (tests only), or a local path to a vgg16 state dict (.pth)."""
-    from torchvision.models import VGG16_Weights, vgg16
+    """torchvision's VGG16 feature stack up to `last_layer`, frozen. `weights`: "imagenet" (torchvision's ImageNet
+    weights, downloaded once into the project's cache), "random" (tests only), or a local path to a vgg16 state dict
+    (.pth; the layers after `last_layer` may be absent)."""
+    from torchvision.models import vgg16
 
     network = vgg16(weights=None)
+    stack = network.features[: last_layer + 1].eval()
     if str(weights) == "imagenet":
-        try:
-            state = VGG16_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
-        except Exception as error:  # offline, blocked or corrupt download
-            raise UserInputError(
-                f"VGG16 ImageNet weights for the contextual loss are not available ({type(error).__name__}): "
-                f"download vgg16-397923af.pth and pass --pipeline.model.contextual-vgg-weights /path/to/it"
-            ) from None
-        network.load_state_dict(state)
+        url = vgg16_url()
+        path = download_url(url, checkpoint_cache() / Path(url).name, "VGG16 ImageNet weights of the contextual loss",
+                            "--pipeline.model.contextual-vgg-weights")
+        _load_features(stack, path, downloaded=True)
     elif str(weights) != "random":
         path = Path(weights)
         if not path.is_file():
             raise UserInputError(f"VGG16 weights for the contextual loss not found at {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state)
-            features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-            network.features.load_state_dict(features or state)
-        except Exception as error:  # not a checkpoint, or not VGG16's
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
-            raise UserInputError(f"{path} is not a torchvision VGG16 state dict ({first})") from None
-    stack = network.features[: last_layer + 1].eval()
+        _load_features(stack, path, downloaded=False)
     for parameter in stack.parameters():
         parameter.requires_grad_(False)
     return stack
+
+
+def _load_features(stack: nn.Sequential, path: Path, downloaded: bool) -> None:
+    """The weights of `stack`'s layers from a torchvision VGG16 state dict (whole network or `features.*` only)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")} or state
+        wanted = stack.state_dict().keys()
+        missing = [key for key in wanted if key not in features]
+        if missing:
+            raise KeyError(f"missing {', '.join(missing[:4])}")
+        stack.load_state_dict({key: features[key] for key in wanted})
+    except Exception as error:  # not a checkpoint, or not VGG16's
+        if downloaded:
+            discard(path)  # a damaged download: fetched again next time
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise UserInputError(f"{path} is not a torchvision VGG16 state dict ({first})") from None
 
 
 class ContextualLoss(nn.Module):

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from single_image_nerf import metrics as M
+from single_image_nerf.pretrained import CLIP_METRIC_ID
 from single_image_nerf.errors import UserInputError
 from single_image_nerf.data.camera_sampling import fov_from_focal, orbit_cameras, pose_angles
 from single_image_nerf.known_objects import KnownObject, composite, get_known_object, render_known_object, \
@@ -62,7 +63,7 @@ class EvaluateConfig:
     like with like and removes the aliasing bound of small renders."""
     background: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Background both the run's renders and the ground truth are composited over."""
-    clip_model: str = "openai/clip-vit-base-patch32"
+    clip_model: str = CLIP_METRIC_ID
     """CLIP weights (local folder, or a hub id already in the local cache) for the CLIP similarity."""
     output_json: Optional[Path] = None
     """Where to write the report as JSON."""
