@@ -16,6 +16,20 @@ from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.field_components.mlp import MLP
 from nerfstudio.fields.base_field import Field
 
+from single_image_nerf.errors import UserInputError
+
+NormalsMode = Literal["auto", "analytic", "finite-difference"]
+"""How the field's normals are taken: carried forward analytically where the field allows it ("auto" falls back to
+finite differences elsewhere), or always by central differences of the density."""
+
+TCNN_PARAMETERS = ("encoding.tcnn_encoding.params", "mlp.tcnn_encoding.params")
+"""State-dict keys (under the field's prefix) of tiny-cuda-nn's flat parameter vectors of the grid and the MLP."""
+
+TCNN_CHECKPOINT_ERROR = ("it was trained with tiny-cuda-nn, which needs CUDA and tiny-cuda-nn installed to load; "
+                         "load it on such a machine, or retrain with --pipeline.model.implementation torch for a "
+                         "run that loads anywhere")
+"""Why a tiny-cuda-nn checkpoint cannot load into a pure-torch field, and what to do."""
+
 HASH_PRIMES_INT32 = (1, 2654435761 - 2**32, 805459861)
 """Instant-NGP's spatial hash primes as int32 (two's complement): the products wrap modulo 2^32 exactly like the
 uint32 arithmetic of tiny-cuda-nn, and their low bits equal those of nerfstudio's int64 products."""
@@ -166,11 +180,19 @@ class CoarseField(Field):
         blob_strength: float = 5.0,
         blob_radius: float = 0.5,
         implementation: Literal["tcnn", "torch"] = "tcnn",
+        normals: NormalsMode = "auto",
+        finite_difference_eps: float = 0.005,
     ) -> None:
         super().__init__()
+        if normals not in ("auto", "analytic", "finite-difference"):
+            raise UserInputError(f"unknown normals {normals!r}: use auto, analytic or finite-difference")
+        if not finite_difference_eps > 0.0:
+            raise UserInputError(f"finite-difference-eps must be positive, not {finite_difference_eps}")
         self.register_buffer("aabb", aabb.clone())
         self.blob_strength = blob_strength
         self.blob_radius = blob_radius
+        self.normals = normals
+        self.finite_difference_eps = finite_difference_eps
         self.encoding = VectorisedHashEncoding(
             num_levels=num_levels,
             min_res=min_res,
@@ -188,17 +210,22 @@ class CoarseField(Field):
             out_activation=None,
             implementation=implementation,
         )
+        self.normals_route()  # refuse normals="analytic" on a field without the carried-forward gradient now
 
-    def raw(self, positions: Tensor) -> Tuple[Tensor, Tensor]:
-        """Density (N.., 1) and albedo (N.., 3) at world positions, before any masking."""
+    def pre_activation(self, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Pre-activation density (N.., 1) with the blob, albedo logits (N.., 3) and whether each point lies in the
+        scene box (N.., 1), at world positions."""
         normalized = SceneBox.get_normalized_positions(positions, self.aabb)
         inside = ((normalized >= 0.0) & (normalized <= 1.0)).all(dim=-1, keepdim=True)
         flat = normalized.clamp(0.0, 1.0).reshape(-1, 3)
         hidden = self.mlp(self.encoding(flat)).reshape(*positions.shape[:-1], 4).float()
         pre_density = hidden[..., :1] + density_blob(positions, self.blob_strength, self.blob_radius)
-        density = trunc_exp(pre_density) * inside
-        albedo = torch.sigmoid(hidden[..., 1:])
-        return density, albedo
+        return pre_density, hidden[..., 1:], inside
+
+    def raw(self, positions: Tensor) -> Tuple[Tensor, Tensor]:
+        """Density (N.., 1) and albedo (N.., 3) at world positions, before any masking."""
+        pre_density, albedo_logits, inside = self.pre_activation(positions)
+        return trunc_exp(pre_density) * inside, torch.sigmoid(albedo_logits)
 
     def density_at(self, positions: Tensor) -> Tensor:
         """Density (N.., 1) at world positions (for exports and the refine stage)."""
@@ -216,25 +243,68 @@ class CoarseField(Field):
         return {FieldHeadNames.RGB: density_embedding}
 
     def forward_with_normals(self, ray_samples: RaySamples, create_graph: bool) -> Tuple[Tensor, Tensor, Tensor]:
-        """Density, albedo and outward normals (minus the normalised density gradient) at the samples.
-        `create_graph` lets losses on the normals reach the geometry (needed in training)."""
+        """Density, albedo and outward normals (minus the normalised density gradient, zero outside the box) at the
+        samples. Both routes reach the field's parameters with first-order autograd alone; `create_graph` False
+        (renders outside training) returns the normals detached."""
         positions = ray_samples.frustums.get_positions()
-        if self.has_analytic_gradient():
-            return self.raw_with_normals(positions)
-        positions = positions.detach().requires_grad_(True)
-        with torch.enable_grad():
-            density, albedo = self.raw(positions)
-            gradient = torch.autograd.grad(density.sum(), positions, create_graph=create_graph)[0]
-        normals = -torch.nn.functional.normalize(gradient, dim=-1, eps=1e-6)
-        return density, albedo, normals
+        if self.normals_route() == "analytic":
+            density, albedo, normals = self.raw_with_normals(positions)
+        else:
+            density, albedo, normals = self.raw_with_finite_difference_normals(positions)
+        return density, albedo, normals if create_graph else normals.detach()
+
+    def uses_tcnn(self) -> bool:
+        """Whether the grid or the MLP is a tiny-cuda-nn module."""
+        return any(getattr(module, "tcnn_encoding", None) is not None for module in (self.encoding, self.mlp))
 
     def has_analytic_gradient(self) -> bool:
         """Whether the density gradient can be carried forward alongside the field (the torch hash grid and a ReLU
-        MLP without skips); tiny-cuda-nn needs autograd's double backward instead."""
+        MLP without skips); a tiny-cuda-nn part has no double backward and takes finite differences instead."""
         mlp = self.mlp
         return (isinstance(self.encoding, VectorisedHashEncoding) and self.encoding.tcnn_encoding is None
-                and mlp.tcnn_encoding is None and isinstance(mlp.activation, nn.ReLU)
+                and isinstance(mlp, MLP) and mlp.tcnn_encoding is None and isinstance(mlp.activation, nn.ReLU)
                 and not mlp._skip_connections and mlp.out_activation is None)  # pylint: disable=protected-access
+
+    def normals_route(self) -> Literal["analytic", "finite-difference"]:
+        """The route the normals take with this field and the `normals` setting."""
+        if self.normals == "finite-difference":
+            return "finite-difference"
+        if self.has_analytic_gradient():
+            return "analytic"
+        if self.normals == "analytic":
+            raise UserInputError("normals 'analytic' need the pure-torch hash grid and MLP (tiny-cuda-nn has no "
+                                 "double backward): pass --pipeline.model.normals auto (finite differences here) "
+                                 "or --pipeline.model.implementation torch")
+        return "finite-difference"
+
+    def raw_with_finite_difference_normals(self, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """`raw` plus outward normals from central differences of the pre-activation density along the three axes
+        (threestudio's finite-difference normals), one field evaluation of the 7 points per sample. The step is
+        `finite_difference_eps` of the box's side per axis; only the field's first-order gradient is needed, so
+        any backend (tiny-cuda-nn included) trains through them."""
+        step = self.finite_difference_eps * (self.aabb[1] - self.aabb[0]).to(positions)  # (3,)
+        offsets = torch.cat([torch.diag(step), -torch.diag(step)])  # +x, +y, +z, -x, -y, -z
+        points = torch.cat([positions[..., None, :], positions[..., None, :] + offsets], dim=-2)  # (N.., 7, 3)
+        pre_density, albedo_logits, inside = self.pre_activation(points)
+        pre_density = pre_density[..., 0]  # (N.., 7)
+        gradient = (pre_density[..., 1:4] - pre_density[..., 4:7]) / (2.0 * step)
+        inside = inside[..., 0, :]
+        density = trunc_exp(pre_density[..., :1]) * inside
+        albedo = torch.sigmoid(albedo_logits[..., 0, :])
+        normals = -F.normalize(gradient, dim=-1, eps=1e-6) * inside
+        return density, albedo, normals
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Refuse, with one line, a checkpoint whose grid and MLP are of the other backend: loading it with
+        nerfstudio's non-strict fallback would leave the field at its random initialisation without a word."""
+        from_tcnn = any(prefix + key in state_dict for key in TCNN_PARAMETERS)
+        from_torch = prefix + "encoding.hash_table" in state_dict
+        if from_tcnn and not self.uses_tcnn():
+            raise UserInputError(f"cannot load this checkpoint here: {TCNN_CHECKPOINT_ERROR}")
+        if from_torch and self.uses_tcnn():
+            raise UserInputError("cannot load this checkpoint: it holds the pure-torch hash grid but the model was "
+                                 "built with tiny-cuda-nn; load it with --pipeline.model.implementation torch")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def raw_with_normals(self, positions: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """`raw` plus outward normals from the density gradient carried forward through the hash grid and the MLP

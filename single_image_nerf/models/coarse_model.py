@@ -34,6 +34,10 @@ class CoarseModelConfig(ModelConfig, SharedLossWeights):
     _target: Type = field(default_factory=lambda: CoarseModel)
     implementation: Literal["tcnn", "torch"] = "tcnn"
     """Hash grid and MLP backend: tiny-cuda-nn when installed, else nerfstudio's pure-torch grid."""
+    normals: Literal["auto", "analytic", "finite-difference"] = "auto"
+    """Normals of the shaded phase: carried forward with the torch grid, finite differences with tiny-cuda-nn (auto)."""
+    finite_difference_eps: float = 0.005
+    """Step of finite-difference normals as a fraction of the scene box's side (threestudio's 0.01 for side 2)."""
     num_levels: int = 16
     """Hash-grid levels of the main field."""
     max_res: int = 512
@@ -100,6 +104,8 @@ class CoarseModel(Model):
             blob_strength=config.blob_strength,
             blob_radius=config.blob_radius,
             implementation=config.implementation,
+            normals=config.normals,
+            finite_difference_eps=config.finite_difference_eps,
         )
         num_proposals = len(config.num_proposal_samples_per_ray)
         resolutions = config.proposal_grid_resolutions
