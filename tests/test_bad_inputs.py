@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -95,6 +96,18 @@ def user(tmp_path_factory):
     mismatched.pipeline.model.num_levels = 4
     shutil.copytree(run.parent, root / "mismatched")
     (root / "mismatched" / "config.yml").write_text(yaml.dump(mismatched))
+    tcnn = yaml.load(run.read_text(), Loader=yaml.Loader)  # the same run, its field as tiny-cuda-nn stores it
+    source = tcnn.get_base_dir()
+    tcnn.output_dir = root / "tcnn_outputs"
+    shutil.copytree(source, tcnn.get_base_dir())
+    (tcnn.get_base_dir() / "config.yml").write_text(yaml.dump(tcnn))
+    checkpoint = sorted(tcnn.get_checkpoint_dir().glob("step-*.ckpt"))[-1]
+    state = torch.load(checkpoint, map_location="cpu")
+    weights = state["pipeline"]
+    weights["_model.field.encoding.tcnn_encoding.params"] = weights.pop("_model.field.encoding.hash_table").flatten()
+    layers = [key for key in list(weights) if key.startswith("_model.field.mlp.layers.")]
+    weights["_model.field.mlp.tcnn_encoding.params"] = torch.cat([weights.pop(key).flatten() for key in layers])
+    torch.save(state, checkpoint)
 
     from nerfstudio.configs.method_configs import method_configs
     other = copy.deepcopy(method_configs["nerfacto"])
@@ -105,6 +118,7 @@ def user(tmp_path_factory):
     (root / "not_yaml.yml").write_text("{not: [yaml")
     return {"root": root, "data": data, "bad_depth": bad_depth, "run": run, "nerfacto": other_dir / "config.yml",
             "mismatched": root / "mismatched" / "config.yml",
+            "tcnn": tcnn.get_base_dir() / "config.yml",
             "checkpoints": run.parent / "nerfstudio_models"}
 
 
@@ -218,6 +232,7 @@ REFINE_CASES = {
     "not a config": (lambda u: u["root"] / "not_yaml.yml", "not a nerfstudio config.yml"),
     "a folder": (lambda u: u["root"] / "empty_folder", "folder"),
     "coarse checkpoint of other settings": (lambda u: u["mismatched"], "does not fit"),
+    "coarse checkpoint trained with tiny-cuda-nn": (lambda u: u["tcnn"], "trained with tiny-cuda-nn"),
 }
 
 
@@ -291,6 +306,10 @@ EXPORT_CASES = {
                                                "does not fit"),
     "mesh: checkpoint of other settings": (lambda u: export_mesh(u["mismatched"], u["root"] / "m.ply"),
                                            "does not fit"),
+    "mesh: checkpoint trained with tiny-cuda-nn": (lambda u: export_mesh(u["tcnn"], u["root"] / "m.ply"),
+                                                   "--pipeline.model.implementation torch"),
+    "evaluate: checkpoint trained with tiny-cuda-nn": (lambda u: evaluate(u["tcnn"], known_object="sphere"),
+                                                       "trained with tiny-cuda-nn"),
 }
 
 

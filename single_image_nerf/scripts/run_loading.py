@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Literal, Optional, Tuple
 
 from single_image_nerf.errors import UserInputError
 
@@ -77,13 +77,73 @@ def load_pipeline(path: Path, config: Any = None) -> Tuple[Any, Any]:
 
 def checked_eval_setup(path: Path) -> Tuple[Any, Any, Path, int]:
     """nerfstudio's eval_setup in inference mode, (config, pipeline, checkpoint path, step), with a one-line error
-    when the checkpoint does not fit the model."""
+    when the checkpoint does not fit the model. Tensors are read onto the CPU first (nerfstudio's map_location), so a
+    run trained on CUDA loads on a machine without one; the field is built with the backend its checkpoint holds
+    (a pure-torch grid trained where tiny-cuda-nn was missing loads where it is installed), and a tiny-cuda-nn
+    checkpoint where tiny-cuda-nn cannot run is refused with one line."""
     from nerfstudio.utils.eval_utils import eval_setup
 
+    backend = checkpoint_backend(latest_checkpoint(Path(path)))
+    if backend == "tcnn":
+        check_tcnn_usable(path)
+
+    def use_checkpoint_backend(config: Any) -> Any:
+        model = config.pipeline.model
+        if backend is not None and getattr(model, "implementation", None) not in (None, backend):
+            model.implementation = backend
+        return config
+
     try:
-        return eval_setup(Path(path), test_mode="inference")
+        return eval_setup(Path(path), test_mode="inference", update_config_callback=use_checkpoint_backend)
     except RuntimeError as error:  # load_state_dict: missing, unexpected or reshaped parameters
         raise checkpoint_mismatch(path, error) from None
+
+
+def latest_checkpoint(path: Path) -> Optional[Path]:
+    """The checkpoint nerfstudio's eval_setup loads for the run config at `path` (the highest step), if any."""
+    try:
+        checkpoint_dir = read_run_config(Path(path)).get_checkpoint_dir()
+    except UserInputError:
+        return None
+    checkpoints = sorted(checkpoint_dir.glob("step-*.ckpt"), key=lambda p: int(p.stem.split("-")[-1]))
+    return checkpoints[-1] if checkpoints else None
+
+
+def checkpoint_backend(checkpoint: Optional[Path]) -> Optional[Literal["tcnn", "torch"]]:
+    """Whether a coarse checkpoint's hash grid and MLP are tiny-cuda-nn's flat parameter vectors or the pure-torch
+    modules' tensors (None for another model or an unreadable file, which eval_setup then reports)."""
+    if checkpoint is None:
+        return None
+    import torch
+
+    from single_image_nerf.models.coarse_field import TCNN_PARAMETERS
+
+    try:
+        try:
+            state = torch.load(checkpoint, map_location="cpu", mmap=True)  # reads the keys, not the tensors
+        except RuntimeError:  # a file torch cannot map (the legacy format)
+            state = torch.load(checkpoint, map_location="cpu")
+        keys = list(state["pipeline"])
+    except Exception:  # pylint: disable=broad-except
+        return None
+    if any(key.endswith("field." + name) for key in keys for name in TCNN_PARAMETERS):
+        return "tcnn"
+    if any(key.endswith("field.encoding.hash_table") for key in keys):
+        return "torch"
+    return None
+
+
+def check_tcnn_usable(path: Path) -> None:
+    """Refuse, with one line, to load a tiny-cuda-nn checkpoint where tiny-cuda-nn cannot run."""
+    import torch
+    from nerfstudio.utils.external import TCNN_EXISTS
+
+    from single_image_nerf.models.coarse_field import TCNN_CHECKPOINT_ERROR
+
+    missing = ("tiny-cuda-nn is not installed" if not TCNN_EXISTS
+               else "no CUDA device is available" if not torch.cuda.is_available() else None)
+    if missing is not None:
+        raise UserInputError(f"cannot load the run {path} here ({missing}): {TCNN_CHECKPOINT_ERROR}")
 
 
 def checkpoint_mismatch(path: Path, error: Exception) -> UserInputError:
