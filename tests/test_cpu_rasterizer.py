@@ -210,3 +210,17 @@ def test_cpu_path_matches_gsplat_cuda():
         (out_gpu[0][..., :3].sum() + out_gpu[1].sum()).backward()
         for a, b in zip(cpu, gpu):
             torch.testing.assert_close(b.grad.cpu(), a.grad, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("stray", ["Ks", "viewmats", "backgrounds"])
+def test_rasterize_refuses_inputs_on_another_device_than_the_means(stray):
+    # gsplat's CUDA projection rejects a CPU Ks among CUDA tensors deep inside; the entry point names the culprit.
+    means, quats, scales, opacities, colors = random_scene(4)
+    inputs = {"viewmats": look_at_viewmat((2.0, 0.0, 0.0))[None], "Ks": intrinsics(20.0, 16, 16)[None],
+              "backgrounds": torch.ones(1, 3)}
+    inputs[stray] = inputs[stray].to("meta")
+    with pytest.raises(ValueError) as error:
+        rasterize(means, quats, scales, opacities, colors, width=16, height=16, backend="torch", **inputs)
+    message = str(error.value)
+    assert f"{stray} on meta" in message and "device of means (cpu)" in message and "\n" not in message
+    assert [name for name in inputs if f"{name} on" in message] == [stray]

@@ -1,7 +1,8 @@
 """One rasterisation entry point for 3D Gaussians: gsplat's CUDA kernels on a GPU, an exact dense path on a CPU.
 
 `rasterize` takes the arguments of `gsplat.rasterization` (unpacked mode) and returns the same triple
-`(render_colors [C,H,W,X], render_alphas [C,H,W,1], meta)`. On CUDA tensors it calls `gsplat.rasterization`.
+`(render_colors [C,H,W,X], render_alphas [C,H,W,1], meta)`. Every tensor must be on the means' device (checked, one
+line otherwise). On CUDA tensors it calls `gsplat.rasterization`.
 On any other device gsplat's CUDA kernels are missing, so it uses gsplat's own pure-torch projection, covariance and
 spherical-harmonics code (`gsplat/cuda/_torch_impl.py`) and composites every pixel front to back in dense torch,
 reproducing the CUDA kernel's rules: pixel centres at +0.5, 3-sigma radii and tile-aligned footprints, alpha clamped
@@ -63,6 +64,8 @@ def rasterize(
     """
     if backend not in ("auto", "gsplat", "torch"):
         raise ValueError(f"Unknown rasterisation backend {backend!r}; use auto, gsplat or torch.")
+    check_same_device(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors, viewmats=viewmats,
+                      Ks=Ks, backgrounds=backgrounds)
     if backend == "gsplat" or (backend == "auto" and means.is_cuda):
         from gsplat.rendering import rasterization
 
@@ -79,6 +82,17 @@ def rasterize(
         render_mode=render_mode, absgrad=absgrad, rasterize_mode=rasterize_mode, tile_size=tile_size,
         max_chunk_elements=max_chunk_elements,
     )
+
+
+def check_same_device(**tensors: Optional[Tensor]) -> None:
+    """One line naming every tensor that is not on the first one's device (None entries are skipped): the CUDA
+    kernels reject a CPU tensor among CUDA ones, and the dense path would fail somewhere deep inside."""
+    named = [(name, tensor) for name, tensor in tensors.items() if tensor is not None]
+    first_name, first = named[0]
+    stray = [f"{name} on {tensor.device}" for name, tensor in named[1:] if tensor.device != first.device]
+    if stray:
+        raise ValueError(f"rasterize: every input must be on the device of {first_name} ({first.device}), but "
+                         f"{', '.join(stray)}; move them with .to({first_name}.device)")
 
 
 def project(
