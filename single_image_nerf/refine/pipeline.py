@@ -10,10 +10,27 @@ import torch
 
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from single_image_nerf.guidance.registry import AnyGuidanceConfig
+from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
 from single_image_nerf.pipeline import SingleImagePipeline, SingleImagePipelineConfig
 from single_image_nerf.refine.coarse_run import load_coarse_pipeline, read_coarse_config
 from single_image_nerf.refine.datamanager import RefineDataManagerConfig
 from single_image_nerf.refine.splat_model import RefineSplatModel, RefineSplatModelConfig
+
+
+REFINE_T_RANGE = (0.02, 0.5)
+"""The refine stage's fixed timestep range (fractions of the training timesteps): where the coarse schedule ends,
+not where it starts (sources in docs/guidance.md, "Refine stage defaults and their sources")."""
+REFINE_GUIDANCE_SCALE = 6.0
+"""The refine stage's classifier-free guidance scale: Make-It-3D's refine stage (5 in its eps_cond + s (eps_cond -
+eps_uncond), 6 in our eps_uncond + s (eps_cond - eps_uncond))."""
+
+
+def refine_guidance() -> StableDiffusionGuidanceConfig:
+    """Stable Diffusion guidance for the refine stage: small noise only and a low scale, so the prior sharpens the
+    seeded texture instead of repainting it."""
+    return StableDiffusionGuidanceConfig(t_range=REFINE_T_RANGE, t_range_end=REFINE_T_RANGE, anneal="none",
+                                         guidance_scale=REFINE_GUIDANCE_SCALE)
 
 
 @dataclass
@@ -25,6 +42,9 @@ class RefinePipelineConfig(SingleImagePipelineConfig):
     """The reference camera with its whole image, and novel cameras."""
     model: RefineSplatModelConfig = field(default_factory=RefineSplatModelConfig)
     """The Gaussians."""
+    guidance: AnyGuidanceConfig = field(default_factory=refine_guidance)
+    """The prior on novel views; by default Stable Diffusion with the refine stage's own schedule (t in [0.02, 0.5],
+    scale 6; the coarse stage anneals t from 0.98 at scale 100)."""
 
     def experiment_name(self) -> Optional[str]:
         """Without --data, the coarse run's experiment name (so the refine run lands beside it); else None."""
