@@ -53,7 +53,12 @@ def checkpoint_steps(checkpoint_dir: Path) -> list:
 
 class GuardedOptimizers(Optimizers):
     """Optimizers that skip a step whose gradients are not all finite (or that the pipeline marked as skipped):
-    a NaN gradient from a finite loss would otherwise write NaN into every weight."""
+    a NaN gradient from a finite loss would otherwise write NaN into every weight.
+
+    The check reads the parameters the optimisers hold now (gsplat's densification replaces the Parameter objects
+    in the model and in the optimisers; the lists given at set-up go stale) and waits on the device once per step.
+    A skipped step leaves every parameter and optimiser state as it was, and tells the model (`discard_step`) so
+    that a densification strategy does not count the step's renders either."""
 
     pipeline: object = None
 
@@ -67,21 +72,45 @@ class GuardedOptimizers(Optimizers):
             return
         super().optimizer_scaler_step_all(grad_scaler)
 
+    def current_parameters(self, group: str) -> list:
+        """The parameters the optimiser of `group` updates now."""
+        return [p for param_group in self.optimizers[group].param_groups for p in param_group["params"]]
+
     def _skip(self, param_groups) -> bool:
+        for group in param_groups:  # nerfstudio's gradient clipping reads these lists: keep them current
+            self.parameters[group] = self.current_parameters(group)
         pipeline = self.pipeline
-        if pipeline is not None and getattr(pipeline, "skip_optimizer_step", False):
+        flag = getattr(pipeline, "skip_optimizer_step", False)  # a bool, or the pipeline's device flag
+        if not isinstance(flag, torch.Tensor) and flag:
             pipeline.skip_optimizer_step = False  # the pipeline already warned (non-finite loss)
-            self.zero_grad_all()
+            self._discard_step()
             return True
-        bad = [group for group in param_groups for p in self.parameters[group]
-               if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        graded = [(group, p.grad) for group in param_groups for p in self.parameters[group] if p.grad is not None]
+        checks = [torch.isfinite(grad).all() for _, grad in graded]
+        if isinstance(flag, torch.Tensor):
+            checks.append(~flag.reshape(()))
+        if not checks:
+            return False
+        finite = torch.stack(checks).tolist()  # the step's one wait on the device
+        if isinstance(flag, torch.Tensor) and not finite[-1]:
+            pipeline.skip_optimizer_step = False  # the pipeline counts the step and names the non-finite losses
+            self._discard_step()
+            return True
+        bad = sorted({group for (group, _), ok in zip(graded, finite) if not ok})
         if not bad:
             return False
         if pipeline is not None and hasattr(pipeline, "skipped_steps"):
             pipeline.skipped_steps += 1
-        CONSOLE.print(f"[bold yellow]non-finite gradients in {', '.join(sorted(set(bad)))}; this step is skipped")
-        self.zero_grad_all()
+        CONSOLE.print(f"[bold yellow]non-finite gradients in {', '.join(bad)}; this step is skipped")
+        self._discard_step()
         return True
+
+    def _discard_step(self) -> None:
+        """Drop the step's gradients and tell the model, which may keep statistics of the step (see the class)."""
+        self.zero_grad_all()
+        model = getattr(self.pipeline, "model", None)
+        if hasattr(model, "discard_step"):
+            model.discard_step()
 
 
 class SingleImageTrainer(Trainer):

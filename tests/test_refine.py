@@ -11,11 +11,19 @@ import yaml
 from nerfstudio.models.splatfacto import SplatfactoModel
 from nerfstudio.utils.eval_utils import eval_setup
 
+from gsplat.strategy import DefaultStrategy
+from nerfstudio.engine.callbacks import TrainingCallbackLocation
+
+from single_image_nerf.data.camera_sampling import orbit_cameras
 from single_image_nerf.errors import UserInputError
+from single_image_nerf.guidance import sds
 from single_image_nerf.guidance.base import GuidanceConfig
-from single_image_nerf.method_configs import headless, refine_trainer_config
+from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
+from single_image_nerf.method_configs import coarse_trainer_config, headless, refine_trainer_config
 from single_image_nerf.refine.coarse_run import load_coarse_pipeline, read_coarse_config
-from single_image_nerf.refine.splat_model import RefineSplatModel, viewmats_from_cameras
+from single_image_nerf.refine.splat_model import (RefineSplatModel, SeededStrategy, intrinsics_from_cameras,
+                                                  viewmats_from_cameras)
+from single_image_nerf.trainer import GuardedOptimizers
 
 from tiny_training import tiny_config, train, write_ball_image
 
@@ -202,3 +210,152 @@ def test_refine_trains_on_cuda_through_gsplat(coarse_run, tmp_path):
     model = trainer.pipeline.model
     assert model.num_points > SEED_POINTS and all(torch.isfinite(v).all() for v in model.gauss_params.values())
     assert reference_psnr(trainer.pipeline) > seeded_psnr - 1.0
+
+
+def test_intrinsics_are_nerfstudios_built_on_the_cameras_device():
+    cameras = orbit_cameras(torch.tensor([0.0, 90.0]), torch.tensor([10.0, -20.0]), torch.tensor([2.5, 3.0]),
+                            torch.tensor([40.0, 50.0]), 48, 32)
+    assert torch.equal(intrinsics_from_cameras(cameras), cameras.get_intrinsics_matrices())
+    on_meta = cameras.to("meta")
+    assert intrinsics_from_cameras(on_meta).device.type == "meta"
+    assert viewmats_from_cameras(on_meta.camera_to_worlds).device.type == "meta"
+
+
+def strategy_state(strategy, info, params):
+    state = strategy.initialize_state(scene_scale=1.0)
+    strategy._update_state(params, state, info, packed=False)
+    strategy._update_state(params, state, info, packed=False)
+    return state
+
+
+def test_dense_strategy_statistics_equal_gsplats():
+    generator = torch.Generator().manual_seed(0)
+    params = {"means": torch.zeros(50, 3)}
+    means2d = torch.zeros(3, 50, 2)
+    means2d.grad = torch.randn(3, 50, 2, generator=generator)
+    radii = torch.randint(0, 4, (3, 50), generator=generator, dtype=torch.int32)
+    means2d.grad[radii == 0] = float("nan")  # a Gaussian no camera sees must not count, whatever its gradient
+    info = {"means2d": means2d, "radii": radii, "width": 40, "height": 30, "n_cameras": 3, "gaussian_ids": None}
+    ours = strategy_state(SeededStrategy(refine_scale2d_stop_iter=100), info, params)
+    theirs = strategy_state(DefaultStrategy(refine_scale2d_stop_iter=100), info, params)
+    assert torch.allclose(ours["grad2d"], theirs["grad2d"], rtol=1e-6) and torch.isfinite(ours["grad2d"]).all()
+    assert torch.equal(ours["count"], theirs["count"]) and float(ours["count"].max()) == 6.0
+    # The largest radius over the cameras (gsplat writes duplicates last-wins, which its own comment calls a stand-in
+    # for a scatter max), as a fraction of the image's longer side.
+    assert torch.equal(ours["radii"], radii.float().amax(dim=0) / 40.0)
+    single = {**info, "means2d": means2d[:1], "radii": radii[:1], "n_cameras": 1}
+    single["means2d"].grad = means2d.grad[:1]
+    ours = strategy_state(SeededStrategy(refine_scale2d_stop_iter=100), single, params)
+    theirs = strategy_state(DefaultStrategy(refine_scale2d_stop_iter=100), single, params)
+    assert torch.equal(ours["radii"], theirs["radii"]) and torch.equal(ours["count"], theirs["count"])
+
+
+def run_step(trainer, step: int) -> None:
+    """One training step as nerfstudio's Trainer.train runs it: callbacks before, the iteration, callbacks after."""
+    for callback in trainer.callbacks:
+        callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
+    trainer.train_iteration(step)
+    for callback in trainer.callbacks:
+        callback.run_callback_at_location(step, location=TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
+
+
+def snapshot(trainer) -> dict:
+    """Every current Gaussian parameter, the Adam state of the parameters the optimisers hold now, and the
+    densification strategy's statistics, cloned."""
+    model, optimizers = trainer.pipeline.model, trainer.optimizers
+    adam = {}
+    for group, optimizer in optimizers.optimizers.items():
+        held = [parameter for param_group in optimizer.param_groups for parameter in param_group["params"]]
+        for index, parameter in enumerate(held):
+            for key, value in optimizer.state[parameter].items():
+                adam[f"{group}.{index}.{key}"] = value.clone()
+    return {
+        "params": {name: value.detach().clone() for name, value in model.gauss_params.items()},
+        "adam": adam,
+        "strategy": {name: value.clone() for name, value in model.strategy_state.items()
+                     if isinstance(value, torch.Tensor)},
+    }
+
+
+def assert_bitwise_equal(before: dict, after: dict) -> None:
+    for part in ("params", "adam", "strategy"):
+        assert before[part].keys() == after[part].keys(), part
+        for name, value in before[part].items():
+            assert torch.equal(after[part][name], value), f"{part} {name} changed"
+
+
+def test_a_nan_gradient_after_densification_leaves_params_adam_and_strategy_untouched(coarse_run, tmp_path,
+                                                                                          monkeypatch, capsys):
+    config = tiny_refine_config(coarse_run, tmp_path / "outputs", 12)
+    config.pipeline.model.refine_every = 2  # densify at steps 4, 6, ... (pause after the step-0 reset: 1 + 2)
+    config.pipeline.model.contextual_loss_mult = 0.0
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    model = trainer.pipeline.model
+    seeded_means = model.gauss_params["means"]
+    for step in range(6):
+        run_step(trainer, step)
+    # gsplat's densification replaced the Parameter objects, in the model and in the optimisers.
+    assert model.gauss_params["means"] is not seeded_means and model.num_points != SEED_POINTS
+    assert trainer.optimizers.optimizers["means"].param_groups[0]["params"][0] is model.gauss_params["means"]
+    assert model.strategy_state["count"].sum() > 0  # step 5 was accumulated: the statistics are live
+    before, skipped = snapshot(trainer), trainer.pipeline.skipped_steps
+    original = model.get_loss_dict
+
+    def nan_gradient(*args, **kwargs):
+        losses = original(*args, **kwargs)
+        # sqrt at 0: a finite loss whose gradient is 0 * inf = NaN in every current mean.
+        losses["rgb_loss"] = losses["rgb_loss"] + torch.sqrt(0.0 * model.gauss_params["means"].sum())
+        return losses
+
+    monkeypatch.setattr(model, "get_loss_dict", nan_gradient)
+    run_step(trainer, 6)  # a densification step: skipped, it must not densify either
+    assert_bitwise_equal(before, snapshot(trainer))
+    assert trainer.pipeline.skipped_steps == skipped + 1 and model.step_infos == []
+    assert "non-finite gradients in means; this step is skipped" in " ".join(capsys.readouterr().out.split())
+    monkeypatch.undo()
+    run_step(trainer, 7)  # the next finite step trains again
+    after = snapshot(trainer)
+    assert not torch.equal(after["params"]["means"], before["params"]["means"])
+    assert all(torch.isfinite(value).all() for value in after["params"].values())
+    assert after["strategy"]["count"].sum() > before["strategy"]["count"].sum()  # and the strategy counts again
+
+
+def test_the_guard_waits_on_the_device_once_per_step(monkeypatch):
+    parameters = {f"group{index}": [torch.nn.Parameter(torch.randn(5)) for _ in range(3)] for index in range(4)}
+    for group in parameters.values():
+        for parameter in group:
+            parameter.grad = torch.randn(5)
+    config = {name: {"optimizer": refine_trainer_config().optimizers["scales"]["optimizer"], "scheduler": None}
+              for name in parameters}
+    optimizers = GuardedOptimizers(config, parameters)
+    reads = []
+    for method in ("tolist", "item", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, method)
+        monkeypatch.setattr(torch.Tensor, method,
+                            lambda self, *a, _original=original, _name=method, **k: reads.append(_name)
+                            or _original(self, *a, **k))
+    assert optimizers._skip(list(parameters)) is False
+    assert reads == ["tolist"]
+    parameters["group2"][1].grad[3] = float("inf")
+    reads.clear()
+    assert optimizers._skip(list(parameters)) is True
+    assert reads == ["tolist"] and all(p.grad is None for group in parameters.values() for p in group)
+
+
+def test_refine_guidance_has_its_own_schedule_not_the_coarse_one():
+    refine = refine_trainer_config().pipeline.guidance
+    coarse = coarse_trainer_config().pipeline.guidance
+    assert isinstance(refine, StableDiffusionGuidanceConfig) and isinstance(coarse, StableDiffusionGuidanceConfig)
+    assert refine.guidance_scale == 6.0 and coarse.guidance_scale == 100.0
+    for step in (0, 1000, 1999):  # fixed over the whole refine run: small noise only
+        assert sds.timestep_range(step, refine.t_range, refine.t_range_end, refine.anneal, refine.anneal_start_step,
+                                  refine.anneal_steps) == pytest.approx((0.02, 0.5))
+    assert sds.timestep_range(0, coarse.t_range, coarse.t_range_end, coarse.anneal, coarse.anneal_start_step,
+                              coarse.anneal_steps) == pytest.approx((0.02, 0.98))
+    # The registered method (what ns-train builds) carries the same defaults.
+    from nerfstudio.plugins.registry import discover_methods
+
+    methods, _ = discover_methods()
+    registered = methods["single-image-refine"].pipeline.guidance
+    assert (registered.t_range, registered.t_range_end, registered.guidance_scale) == ((0.02, 0.5), (0.02, 0.5), 6.0)

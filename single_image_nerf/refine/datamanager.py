@@ -28,12 +28,13 @@ class RefineDataManager(SingleImageDataManager):
     config: RefineDataManagerConfig
 
     def next_train(self, step: int) -> Tuple[Cameras, Dict]:
-        """The reference camera (1 camera, on the datamanager's device) and its data: "image" (H, W, 4) RGBA and,
-        when the data has depth, "depth" (H, W, 1). Outside training, the single-image datamanager's behaviour."""
+        """The reference camera (1 camera) and its data: "image" (H, W, 4) RGBA and, when the data has depth, "depth"
+        (H, W, 1), left on the CPU: the model reads the image size there for free and copies what it renders from
+        to its device without waiting. Outside training, the single-image datamanager's behaviour."""
         if self.test_mode != "val":
             return super().next_train(step)
         self.train_count += 1
-        return self.train_dataset.cameras[0:1].to(self.device), self.train_dataset[0]
+        return self.train_dataset.cameras[0:1], self.train_dataset[0]
 
     def next_eval(self, step: int) -> Tuple[Cameras, Dict]:
         """As `next_train`, from the evaluation dataset (the same single view)."""

@@ -1,7 +1,13 @@
 """The refine stage's model: splatfacto's Gaussians (same parameter names, so `ns-export gaussian-splat` and the viewer
 treat it as splatfacto) seeded from the coarse field, rendered through `cpu_rasterizer.rasterize` (gsplat's CUDA
 kernels on a GPU, the dense torch path elsewhere), with the coarse stage's reference losses and novel-view renders
-for the guidance."""
+for the guidance.
+
+Every rasteriser input is built on, or copied to, the means' device: nerfstudio builds camera intrinsics on the CPU
+whatever the cameras' device. Host-built tensors reach a GPU through pinned memory without blocking, and nothing here
+reads a value back from the device in a training step (the strategy's statistics are accumulated densely); the waits
+left are gsplat's own (its kernels size their outputs), the trainer's one finite check, densification steps and the
+logging interval."""
 
 from __future__ import annotations
 
@@ -68,7 +74,8 @@ class RefineSplatModelConfig(SplatfactoModelConfig, SharedLossWeights):
 
 class SeededStrategy(DefaultStrategy):
     """gsplat's DefaultStrategy fed by every differentiable render of a step (the reference view and the novel views),
-    and without the opacity reset at step 0: the seeds come from a fitted field."""
+    and without the opacity reset at step 0: the seeds come from a fitted field. Its statistics are accumulated
+    densely (no boolean indexing, so no device-to-host wait) with the same values as gsplat's."""
 
     def step_post_backward_renders(self, params, optimizers, state: Dict[str, Any], step: int,
                                    infos: List[Dict[str, Any]]) -> None:
@@ -82,10 +89,59 @@ class SeededStrategy(DefaultStrategy):
             return
         self.step_post_backward(params, optimizers, state, step, infos[-1], packed=False)
 
+    def _update_state(self, params, state: Dict[str, Any], info: Dict[str, Any], packed: bool = False) -> None:
+        """DefaultStrategy's running statistics of one render (unpacked): per Gaussian, the sum over the cameras that
+        see it (radius > 0) of the norm of its screen-space gradient in [-1, 1] units, the count of those cameras,
+        and the largest radius as a fraction of the image side."""
+        if packed:
+            raise ValueError("SeededStrategy accumulates unpacked renders only (rasterize with packed=False)")
+        source = info[self.key_for_gradient]
+        grads = source.absgrad if self.absgrad else source.grad
+        grads = torch.stack([grads[..., 0] * (info["width"] / 2.0 * info["n_cameras"]),
+                             grads[..., 1] * (info["height"] / 2.0 * info["n_cameras"])], dim=-1)
+        count = len(params["means"])
+        for key in ("grad2d", "count") + (("radii",) if self.refine_scale2d_stop_iter > 0 else ()):
+            if state[key] is None:
+                state[key] = torch.zeros(count, device=grads.device)
+        seen = info["radii"] > 0.0  # [C, N]
+        zero = grads.new_zeros(())
+        state["grad2d"] += torch.where(seen, grads.norm(dim=-1), zero).sum(dim=0)
+        state["count"] += seen.sum(dim=0).to(state["count"].dtype)
+        if self.refine_scale2d_stop_iter > 0:
+            radii = torch.where(seen, info["radii"].to(grads.dtype), zero) / float(max(info["width"], info["height"]))
+            state["radii"] = torch.maximum(state["radii"], radii.amax(dim=0))
+
+
+def host_to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """`tensor` on `device`; a CPU tensor goes to a CUDA device through pinned memory without blocking the host (a
+    plain `.to` waits for every queued kernel first)."""
+    device = torch.device(device)
+    if tensor.device == device:
+        return tensor
+    if tensor.device.type == "cpu" and device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def camera_image_size(cameras: Cameras) -> Tuple[int, int]:
+    """(width, height) of cameras sharing one resolution (read from the device, a wait, when the cameras live there)."""
+    width, height = torch.stack([cameras.width.reshape(-1)[0], cameras.height.reshape(-1)[0]]).tolist()
+    return int(width), int(height)
+
+
+def intrinsics_from_cameras(cameras: Cameras) -> Tensor:
+    """Pinhole intrinsics (C, 3, 3) on the cameras' device, equal to nerfstudio's `get_intrinsics_matrices`, which
+    builds them on the CPU whatever the cameras' device."""
+    fx, fy = cameras.fx.reshape(-1).float(), cameras.fy.reshape(-1).float()
+    cx, cy = cameras.cx.reshape(-1).float(), cameras.cy.reshape(-1).float()
+    zero, one = torch.zeros_like(fx), torch.ones_like(fx)
+    return torch.stack([fx, zero, cx, zero, fy, cy, zero, zero, one], dim=-1).reshape(-1, 3, 3)
+
 
 def viewmats_from_cameras(camera_to_worlds: Tensor) -> Tensor:
     """gsplat world-to-camera matrices (C, 4, 4), OpenCV axes, from nerfstudio camera-to-worlds (C, 3, 4), OpenGL axes."""
-    rotation = camera_to_worlds[:, :3, :3] * torch.tensor([1.0, -1.0, -1.0], device=camera_to_worlds.device)
+    axes = camera_to_worlds[:, :3, :3]
+    rotation = torch.stack([axes[..., 0], -axes[..., 1], -axes[..., 2]], dim=-1)
     translation = camera_to_worlds[:, :3, 3:4]
     inverse = rotation.transpose(1, 2)
     viewmats = torch.zeros(camera_to_worlds.shape[0], 4, 4, device=camera_to_worlds.device,
@@ -124,6 +180,8 @@ class RefineSplatModel(SplatfactoModel):
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         self.step_infos: List[Dict[str, Any]] = []
         """Rasterisation metadata of this step's differentiable renders, for the densification strategy."""
+        self.step_discarded = False
+        """Set by the trainer when it skipped this step's optimiser update: the strategy then leaves it out too."""
         self.strategy = SeededStrategy(
             prune_opa=self.config.cull_alpha_thresh,
             grow_grad2d=self.config.densify_grad_thresh,
@@ -143,6 +201,7 @@ class RefineSplatModel(SplatfactoModel):
         )
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
         object.__setattr__(self, "_contextual", None)  # frozen VGG, built on first use, never in a checkpoint
+        object.__setattr__(self, "_contextual_reference", None)  # the reference RGBA on the device, copied once
 
     # ------------------------------------------------------------------------------------------------- seeding
     @torch.no_grad()
@@ -181,27 +240,37 @@ class RefineSplatModel(SplatfactoModel):
     def step_cb(self, optimizers, step: int) -> None:
         super().step_cb(optimizers, step)
         self.step_infos = []
+        self.step_discarded = False
+
+    def discard_step(self) -> None:
+        """Forget this step's renders: the trainer skipped its update (non-finite gradients), so the strategy must
+        neither accumulate their screen-space gradients nor densify, prune or reset on them."""
+        self.step_infos = []
+        self.step_discarded = True
 
     def step_post_backward(self, step: int) -> None:
-        """Densify and prune through gsplat's strategy from the screen-space gradients of this step's renders."""
-        self.strategy.step_post_backward_renders(self.gauss_params, self.optimizers, self.strategy_state, step,
-                                                 self.step_infos)
+        """Densify and prune through gsplat's strategy from the screen-space gradients of this step's renders
+        (nothing at all on a discarded step)."""
+        if not self.step_discarded:
+            self.strategy.step_post_backward_renders(self.gauss_params, self.optimizers, self.strategy_state, step,
+                                                     self.step_infos)
         self.step_infos = []
+        self.step_discarded = False
 
     # ---------------------------------------------------------------------------------------------- rendering
-    def _rand(self, *shape: int) -> Tensor:
-        return torch.rand(*shape, generator=self.generator).to(self.device)
+    def backgrounds(self, count: int) -> Tensor:
+        """`count` background colours (count, 3) on the device: in training random per image (drawn on the CPU from
+        the model's generator, so runs repeat across devices) or the configured colour; else the current one (the
+        viewer may change it)."""
+        if self.training and self.config.background_color == "random":
+            return host_to_device(torch.rand(count, 3, generator=self.generator), self.device)
+        return host_to_device(self.background_color.reshape(1, 3), self.device).expand(count, 3)
 
-    def training_background(self) -> Tensor:
-        """One background colour (3,) for a training render: random per render, or the configured colour."""
-        if self.config.background_color == "random":
-            return self._rand(3)
-        return self.background_color.to(self.device)
-
-    def rasterize_cameras(self, cameras: Cameras, render_mode: str = "RGB") -> Tuple[Tensor, Tensor, Dict]:
+    def rasterize_cameras(self, cameras: Cameras, render_mode: str = "RGB",
+                          size: Optional[Tuple[int, int]] = None) -> Tuple[Tensor, Tensor, Dict]:
         """Rasterise every Gaussian (or those in the crop box, outside training) into the cameras, which must share
-        one resolution: (colours [C,H,W,D], alphas [C,H,W,1], meta). Differentiable renders are remembered for the
-        densification strategy."""
+        one resolution, (width, height) = `size` when the caller knows it (else read from the cameras): (colours
+        [C,H,W,D], alphas [C,H,W,1], meta). Differentiable renders are remembered for the densification strategy."""
         params = {name: self.gauss_params[name] for name in ("means", "quats", "scales", "opacities",
                                                              "features_dc", "features_rest")}
         if self.crop_box is not None and not self.training:
@@ -212,12 +281,12 @@ class RefineSplatModel(SplatfactoModel):
             sh_degree: Optional[int] = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
         else:
             colors, sh_degree = torch.sigmoid(colors[:, 0, :]), None
-        cameras = cameras.to(self.device)
-        width, height = int(cameras.width.reshape(-1)[0]), int(cameras.height.reshape(-1)[0])
+        width, height = size if size is not None else camera_image_size(cameras)
+        viewmats = host_to_device(viewmats_from_cameras(cameras.camera_to_worlds), self.device)
         render, alpha, info = rasterize(
             means=params["means"], quats=params["quats"], scales=torch.exp(params["scales"]),
             opacities=torch.sigmoid(params["opacities"]).squeeze(-1), colors=colors,
-            viewmats=viewmats_from_cameras(cameras.camera_to_worlds), Ks=cameras.get_intrinsics_matrices(),
+            viewmats=viewmats, Ks=host_to_device(intrinsics_from_cameras(cameras), self.device),
             width=width, height=height, near_plane=0.01, far_plane=1e10, sh_degree=sh_degree,
             render_mode=render_mode, absgrad=self.strategy.absgrad, rasterize_mode=self.config.rasterize_mode,
             backend=self.config.rasterizer,
@@ -236,30 +305,28 @@ class RefineSplatModel(SplatfactoModel):
                 "gaussian-splat`; pointcloud, poisson and tsdf exports (and sin-export-mesh) take the coarse run's "
                 "config.yml, named by this run's pipeline.model.coarse_config")
         if self.num_points == 0:
-            width, height = int(camera.width.reshape(-1)[0]), int(camera.height.reshape(-1)[0])
-            return self.get_empty_outputs(width, height, self.background_color.to(self.device))
+            width, height = camera_image_size(camera)
+            return self.get_empty_outputs(width, height, self.backgrounds(1)[0])
         render, alpha, _ = self.rasterize_cameras(camera[0:1] if camera.shape else camera.reshape((1,)), "RGB+ED")
-        background = self.training_background() if self.training else self.background_color.to(self.device)
+        background = self.backgrounds(1)[0]
         rgb = render[0, ..., :3] + (1.0 - alpha[0]) * background
         return {"rgb": rgb.clamp(0.0, 1.0), "accumulation": alpha[0], "depth": render[0, ..., 3:4],
                 "background": background}
 
-    def render_views(self, cameras: Cameras) -> Dict[str, Tensor]:
-        """Render whole images from `cameras` (one resolution) in one rasterisation, with gradients, for the
-        guidance: "rgb" (B, 3, H, W) composited on one background per image, "accumulation" (B, H, W, 1)."""
-        render, alpha, _ = self.rasterize_cameras(cameras, "RGB")
-        count = render.shape[0]
-        if self.training:
-            backgrounds = torch.stack([self.training_background() for _ in range(count)])
-        else:
-            backgrounds = self.background_color.to(self.device).expand(count, 3)
+    def render_views(self, cameras: Cameras, image_size: Optional[Tuple[int, int]] = None) -> Dict[str, Tensor]:
+        """Render whole images from `cameras` (one resolution; `image_size` (height, width) when the caller knows it)
+        in one rasterisation, with gradients, for the guidance: "rgb" (B, 3, H, W) composited on one background per
+        image, "accumulation" (B, H, W, 1)."""
+        size = None if image_size is None else (int(image_size[1]), int(image_size[0]))
+        render, alpha, _ = self.rasterize_cameras(cameras, "RGB", size)
+        backgrounds = self.backgrounds(render.shape[0])
         rgb = render[..., :3] + (1.0 - alpha) * backgrounds[:, None, None, :]
         return {"rgb": rgb.clamp(0.0, 1.0).permute(0, 3, 1, 2), "accumulation": alpha}
 
     # ------------------------------------------------------------------------------------------------- losses
     def reference_target(self, batch: Dict[str, Tensor], background: Tensor) -> Tuple[Tensor, Tensor]:
         """The reference colour composited over `background`, and the mask (alpha), as (H, W, 3) and (H, W, 1)."""
-        image = batch["image"].to(self.device)
+        image = host_to_device(batch["image"], self.device)
         if image.dtype == torch.uint8:
             image = image.float() / 255.0
         alpha = image[..., 3:4]
@@ -274,7 +341,7 @@ class RefineSplatModel(SplatfactoModel):
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         """The coarse stage's reference-view losses: colour, mask, and depth when the data has it."""
         target, alpha = self.reference_target(batch, outputs["background"])
-        depth = batch["depth"].to(self.device) if "depth" in batch else None
+        depth = host_to_device(batch["depth"], self.device) if "depth" in batch else None
         return reference_view_losses(outputs, target, alpha, depth, self.config)
 
     def get_novel_view_loss_dict(self, views: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -294,7 +361,10 @@ class RefineSplatModel(SplatfactoModel):
             object.__setattr__(self, "_contextual", ContextualLoss(
                 self.config.contextual_vgg_weights, self.config.contextual_layers,
                 image_size=self.config.contextual_image_size).to(self.device))
-        rgba = torch.as_tensor(self.kwargs["metadata"]["rgba"], dtype=torch.float32, device=self.device)
+        rgba = self._contextual_reference
+        if rgba is None or rgba.device != self.device:
+            rgba = host_to_device(torch.as_tensor(self.kwargs["metadata"]["rgba"], dtype=torch.float32), self.device)
+            object.__setattr__(self, "_contextual_reference", rgba)
         reference = composite(rgba[..., :3], rgba[..., 3:4], torch.ones(3, device=self.device)).permute(2, 0, 1)
         return self._contextual(views["rgb"], reference, views["accumulation"][..., 0], rgba[..., 3])
 
