@@ -163,7 +163,7 @@ def test_shaded_training_steps_with_finite_difference_normals_give_finite_losses
         trainer.pipeline.train()
         loss, loss_dict, _ = trainer.train_iteration(step)
         assert math.isfinite(float(loss.detach())), loss_dict
-        assert all(math.isfinite(float(value)) for value in loss_dict.values()), loss_dict
+        assert all(math.isfinite(float(value.detach())) for value in loss_dict.values()), loss_dict
     assert any("orientation" in name for name in loss_dict), list(loss_dict)  # the normals entered the loss
     for old, new in zip(before, field.parameters()):
         assert torch.isfinite(new).all()
