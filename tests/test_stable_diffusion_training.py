@@ -12,6 +12,7 @@ import torch
 from nerfstudio.utils.eval_utils import eval_setup
 
 from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
+from hub_client import hub_offline
 from tiny_diffusion import tiny_stable_diffusion_folder
 from tiny_training import tiny_config, train, write_ball_image
 
@@ -36,7 +37,7 @@ def trained(tmp_path_factory):
     )
     config.steps_per_save = STEPS
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
+        hub_offline(patch)
         trainer = train(config)
     return trainer, config
 
