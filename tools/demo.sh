@@ -3,10 +3,11 @@
 # preprocess -> coarse stage -> refine stage -> mesh export -> turntable video.
 #
 #   bash tools/demo.sh              real default models: SAM mask, DPT depth, BLIP-2 caption, Stable Diffusion prior
+#                                   (downloaded on first use into ~/.cache/single-image-nerf)
 #   bash tools/demo.sh --offline    no downloads: GrabCut mask, a given caption, no prior; small sizes, CPU-friendly
 #
 # Options: --steps N (coarse steps; refine takes N/2), --workdir DIR (default demo_outputs),
-# --device cpu|cuda (default: cuda if any), --tiny (smallest sizes: checks the chain in about a minute on a CPU).
+# --device cpu|cuda (default: cuda if any), --tiny (smallest sizes, same models: checks the chain on a CPU).
 # Where weights cannot be had, the step that needs them stops with one line saying how to supply them.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
         --steps) STEPS="$2"; shift ;;
         --workdir) WORKDIR="$2"; shift ;;
         --device) DEVICE="$2"; shift ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "demo: error: unknown option $1 (see bash tools/demo.sh --help)" >&2; exit 2 ;;
     esac
     shift
@@ -61,16 +62,16 @@ else
     COARSE_SIZES=(); REFINE_SIZES=(); MESH_SIZES=(); TURNTABLE_SIZES=()
 fi
 REFINE_STEPS=$(( COARSE_STEPS / 2 > 2 ? COARSE_STEPS / 2 : 2 ))
-if [ "$OFFLINE" = 1 ] || [ "$TINY" = 1 ]; then GUIDANCE=(pipeline.guidance:none); else GUIDANCE=(pipeline.guidance:stable-diffusion); fi
+if [ "$OFFLINE" = 1 ]; then GUIDANCE=(pipeline.guidance:none); else GUIDANCE=(pipeline.guidance:stable-diffusion); fi
 
 echo "[demo] 1/5 preprocess demo/coffee.jpg -> $DATA"
 if [ -f "$DATA/rgba.png" ]; then
     echo "[demo] $DATA already exists; reusing it (delete it to preprocess again)"
-elif [ "$OFFLINE" = 1 ] || [ "$TINY" = 1 ]; then
+elif [ "$OFFLINE" = 1 ]; then
     sin-preprocess demo/coffee.jpg --output "$DATA" --size "$PRE_SIZE" --mask-from grabcut --no-depth \
         --caption "a cup of coffee on a saucer"
 else
-    sin-preprocess demo/coffee.jpg --output "$DATA"
+    sin-preprocess demo/coffee.jpg --output "$DATA" --size "$PRE_SIZE"
 fi
 
 COMMON=(--output-dir "$RUNS" --experiment-name coffee --timestamp "$TIMESTAMP" --machine.device-type "$DEVICE"
