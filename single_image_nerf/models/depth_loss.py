@@ -32,36 +32,42 @@ def pearson_depth_loss(
 
     Inputs of any matching shape (for example a batch of rays, N or N×1) are flattened. Fewer than two masked
     pixels give 0 (no signal); a constant input gives 1 (correlation 0) and zero gradients, never NaN.
+    The pixels are selected by weights (masked means, `(w x).sum() / w.sum()`), never by indexing with the mask,
+    so nothing waits on the device.
     """
     if rendered.shape != target.shape:
         raise ValueError(f"rendered {tuple(rendered.shape)} and target {tuple(target.shape)} must have the same shape")
     x = rendered.reshape(-1)
     y = target.reshape(-1).to(x.dtype)
+    if x.numel() < 2:  # known from the shape alone
+        return rendered.sum() * 0.0
+    keep = torch.isfinite(x) & torch.isfinite(y)
     if mask is not None:
         if mask.shape != rendered.shape:
             raise ValueError(f"mask {tuple(mask.shape)} must have the shape of rendered {tuple(rendered.shape)}")
-        keep = mask.reshape(-1).bool()
-        x, y = x[keep], y[keep]
-    finite = torch.isfinite(x) & torch.isfinite(y)
-    x, y = x[finite], y[finite]
-    if x.numel() < 2:
-        return rendered.sum() * 0.0
+        keep = keep & mask.reshape(-1).bool()
+    x = torch.where(keep, x, torch.zeros_like(x))  # no gradient and no NaN through the pixels left out
+    y = torch.where(keep, y, torch.zeros_like(y))
+    weight = keep.to(x.dtype)
+    count = weight.sum()
     if target_is_disparity:
         y = -y
-    x = _centred_unit_scale(x)
-    y = _centred_unit_scale(y)
+    x = _centred_unit_scale(x, weight, count)
+    y = _centred_unit_scale(y, weight, count)
     variances = (x * x).sum() * (y * y).sum()
     correlation = torch.where(variances > eps, (x * y).sum() / torch.sqrt(variances.clamp_min(eps)), 0.0)
-    return 1.0 - correlation
+    return torch.where(count >= 2, 1.0 - correlation, rendered.sum() * 0.0)
 
 
-def _centred_unit_scale(values: Tensor) -> Tensor:
-    """Values minus their mean, divided by their largest deviation (all 0 when they are constant).
+def _centred_unit_scale(values: Tensor, weight: Tensor, count: Tensor) -> Tensor:
+    """The kept values (weight 1) minus their mean, divided by their largest deviation (all 0 when they are
+    constant); the values left out (weight 0) become 0.
 
     After this, a non-constant input has a sum of squares of at least 1, so `eps` never biases the correlation.
     The divisor is detached (Pearson correlation does not depend on it) and floored at a millionth of the mean
     magnitude, so that inputs constant up to rounding get small gradients instead of huge ones.
     """
-    centred = values - values.mean()
-    floor = 1e-6 * values.detach().abs().mean() + 1e-12
+    total = count.clamp_min(1.0)
+    centred = (values - (weight * values).sum() / total) * weight
+    floor = 1e-6 * (weight * values.detach().abs()).sum() / total + 1e-12
     return centred / torch.maximum(centred.detach().abs().max(), floor)
