@@ -176,9 +176,12 @@ def test_gradient_clipping_and_non_finite_guard():
     guide.loss(torch.rand(1, 3, 8, 8), views, step=0)
     assert guide.last_trace.grad.abs().max() <= 0.01
     images = torch.full((1, 3, 8, 8), float("nan"), requires_grad=True)
-    with pytest.warns(RuntimeWarning, match="non-finite"):
-        losses = guide.loss(images, views, step=1)
+    losses = guide.loss(images, views, step=1)  # counted on the device, reported when read
     assert losses["sds_loss"].item() == 0.0 and guide.status(1)["skipped_steps"] == 1.0
+    losses["sds_loss"].backward()
+    assert torch.equal(images.grad, torch.zeros_like(images))  # zero, not NaN: the reference losses still step
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        assert guide.skipped_steps == 1
 
 
 def test_missing_weights_fail_at_once_with_one_line_naming_model_and_option(tmp_path):

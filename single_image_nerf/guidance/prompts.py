@@ -44,10 +44,10 @@ def view_indices(
     """Index into `VIEWS` for each view (thresholds in degrees, as threestudio's prompt processor)."""
     azimuth = wrap_degrees(relative_azimuth).abs()
     index = torch.full_like(azimuth, VIEWS.index("side"), dtype=torch.long)
-    index[azimuth <= front_threshold] = VIEWS.index("front")
-    index[azimuth >= 180.0 - back_threshold] = VIEWS.index("back")
-    index[elevation > overhead_threshold] = VIEWS.index("overhead")
-    return index
+    # torch.where rather than masked assignment: a mask index makes the host wait on a CUDA device.
+    index = torch.where(azimuth <= front_threshold, VIEWS.index("front"), index)
+    index = torch.where(azimuth >= 180.0 - back_threshold, VIEWS.index("back"), index)
+    return torch.where(elevation > overhead_threshold, VIEWS.index("overhead"), index)
 
 
 def resolve_prompt(

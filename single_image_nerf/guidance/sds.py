@@ -134,3 +134,10 @@ def sds_loss(latents: Tensor, grad: Tensor) -> Tensor:
 def is_finite(tensor: Tensor) -> bool:
     """True when every element is finite (one host sync)."""
     return bool(torch.isfinite(tensor).all())
+
+
+def all_finite(*tensors: Tensor) -> Tensor:
+    """A 0-dim bool tensor on the first tensor's device: whether every element of every tensor is finite. It is
+    not read back, so the host does not wait on the device (see `is_finite` for a host answer)."""
+    flags = [torch.isfinite(tensor).all().to(tensors[0].device) for tensor in tensors]
+    return torch.stack(flags).all()

@@ -166,7 +166,8 @@ class StableDiffusionGuidance(Guidance):
         self.t_generator = torch.Generator().manual_seed(config.seed)
         self.noise_generator = torch.Generator().manual_seed(config.seed + 1)
         self.clip = self._build_clip(token)
-        self.skipped_steps = 0
+        self._skipped = torch.zeros((), dtype=torch.long, device=self.device)
+        self._skipped_reported = 0
         self.last_trace: Optional[ScoreTrace] = None
 
     # ------------------------------------------------------------------------------------------------ set-up
@@ -253,10 +254,10 @@ class StableDiffusionGuidance(Guidance):
         count = latents.shape[0]
         if t is None:
             t = sds.sample_timesteps(count, *self.timestep_range(step), self.num_train_timesteps, self.t_generator)
-        t = t.to(self.device)
+        t = t.to(self.device, non_blocking=True)  # drawn on the host: queued, not waited for
         if noise is None:
             noise = torch.randn(latents.shape, generator=self.noise_generator)
-        noise = noise.to(self.device, torch.float32)
+        noise = noise.to(self.device, torch.float32, non_blocking=True)
         abar = self.alphas_cumprod[t]
         noisy = sds.add_noise(latents.detach().float(), noise, abar)
         states = torch.cat([self.uncond_embeddings.expand(count, -1, -1), cond.to(self.dtype)])
@@ -269,19 +270,21 @@ class StableDiffusionGuidance(Guidance):
         return ScoreTrace(t=t, noise=noise, noisy=noisy, eps_hat=eps_hat, grad=grad)
 
     def loss(self, images: Float[Tensor, "B 3 H W"], cameras: Cameras, step: int) -> Dict[str, Tensor]:
+        """SDS on the renders. A non-finite score (an fp16 overflow in the UNet) or encoding zeroes the step's SDS
+        gradient on the device and counts the step in `skipped_steps`; nothing is read back to the host."""
         latents = self.encode(images)
         trace = self.score(latents, self.view_embeddings(cameras), step)
+        ok = sds.all_finite(trace.grad, latents)
+        trace.grad = torch.where(ok, trace.grad, torch.zeros_like(trace.grad))
         self.last_trace = trace
-        if not (sds.is_finite(trace.grad) and sds.is_finite(latents)):
-            self.skipped_steps += 1
-            warnings.warn(f"stable-diffusion guidance: non-finite score at step {step}; the step's SDS is skipped",
-                          RuntimeWarning, stacklevel=2)
-            return {"sds_loss": torch.zeros((), device=images.device)}
+        self._skipped = self._skipped + (~ok).long()
         losses: Dict[str, Tensor] = {}
         grad = trace.grad
         if self.clip is not None:
             grad, losses = self._clip_losses(images, trace)
-        losses["sds_loss"] = self.config.weight * sds.sds_loss(latents, grad).to(images.device)
+        # Zeroed latents when not finite: their gradient is then 0, not NaN (where's backward does not multiply).
+        sds_loss = self.config.weight * sds.sds_loss(torch.where(ok, latents, torch.zeros_like(latents)), grad)
+        losses["sds_loss"] = torch.where(ok, sds_loss, torch.zeros_like(sds_loss)).to(images.device)
         return losses
 
     def _clip_losses(self, images: Tensor, trace: ScoreTrace) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -301,9 +304,22 @@ class StableDiffusionGuidance(Guidance):
             grad = grad * (~small).reshape(-1, 1, 1, 1).to(grad)
         return grad, losses
 
-    def status(self, step: int) -> Dict[str, float]:
+    @property
+    def skipped_steps(self) -> int:
+        """Steps whose SDS was skipped for a non-finite score (read back from the device: call it when logging).
+        Warns once for the steps skipped since the last read."""
+        skipped = int(self._skipped)
+        if skipped > self._skipped_reported:
+            warnings.warn(f"stable-diffusion guidance: non-finite score in {skipped - self._skipped_reported} "
+                          "step(s) since the last report; their SDS was skipped", RuntimeWarning, stacklevel=2)
+            self._skipped_reported = skipped
+        return skipped
+
+    def status(self, step: int) -> Dict[str, float | Tensor]:
+        """The timestep range (numbers), the count of skipped steps and the last SDS gradient's norm (tensors on the
+        device, not read here: whoever logs them reads them)."""
         t_min, t_max = self.timestep_range(step)
-        status = {"t_min": t_min, "t_max": t_max, "skipped_steps": float(self.skipped_steps)}
+        status: Dict[str, float | Tensor] = {"t_min": t_min, "t_max": t_max, "skipped_steps": self._skipped.float()}
         if self.last_trace is not None:
-            status["sds_grad_norm"] = float(self.last_trace.grad.norm())
+            status["sds_grad_norm"] = self.last_trace.grad.norm()
         return status
