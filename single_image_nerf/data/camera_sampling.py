@@ -149,3 +149,41 @@ def orbit_cameras(
         camera_type=CameraType.PERSPECTIVE,
         metadata={"reference_azimuth": torch.full((count, 1), float(reference_azimuth))},
     )
+
+
+def cameras_to_device(cameras, device: torch.device | str):
+    """`cameras` on `device` without waiting on it: host-to-device copies are queued (non-blocking), where
+    `Cameras.to` would make the host wait for each of its fields."""
+    return cameras._apply_fn_to_fields(lambda tensor: tensor.to(device, non_blocking=True))  # pylint: disable=protected-access
+
+
+def pinhole_ray_bundle(cameras, height: int, width: int):
+    """Every pixel's ray of a batch of undistorted pinhole cameras at once, as a `RayBundle` of shape (B, H, W):
+    the rays nerfstudio's `Cameras.generate_rays` gives camera by camera (pixel centres, the OpenGL convention,
+    unit directions, the pixel area of the unit-direction footprint, `directions_norm` in the metadata), built with
+    tensor operations only, so nothing waits on the device. `height` and `width` are the cameras' common size
+    (passed in, because reading it from the cameras would wait on the device)."""
+    from nerfstudio.cameras.rays import RayBundle
+
+    c2w = cameras.camera_to_worlds.reshape(-1, 3, 4)
+    count, device = c2w.shape[0], c2w.device
+    fx, fy, cx, cy = (value.reshape(count, 1, 1) for value in (cameras.fx, cameras.fy, cameras.cx, cameras.cy))
+    rows = torch.arange(height, device=device, dtype=c2w.dtype).reshape(1, height, 1) + 0.5
+    cols = torch.arange(width, device=device, dtype=c2w.dtype).reshape(1, 1, width) + 0.5
+
+    def directions(x_offset: float, y_offset: float) -> Tuple[Tensor, Tensor]:
+        x = ((cols + x_offset - cx) / fx).expand(count, height, width)
+        y = (-(rows + y_offset - cy) / fy).expand(count, height, width)
+        camera = torch.stack([x, y, -torch.ones_like(x)], dim=-1)  # (B, H, W, 3)
+        # An elementwise sum rather than a matrix product: the same bits whatever the batch size.
+        world = (c2w[:, None, None, :3, :3] * camera[..., None, :]).sum(-1)
+        norm = world.norm(dim=-1, keepdim=True)
+        return world / norm, norm
+
+    centre, norm = directions(0.0, 0.0)
+    dx = (directions(1.0, 0.0)[0] - centre).norm(dim=-1, keepdim=True)
+    dy = (directions(0.0, 1.0)[0] - centre).norm(dim=-1, keepdim=True)
+    origins = c2w[:, None, None, :3, 3].expand(count, height, width, 3)
+    indices = torch.arange(count, device=device).reshape(count, 1, 1, 1).expand(count, height, width, 1)
+    return RayBundle(origins=origins, directions=centre, pixel_area=dx * dy, camera_indices=indices,
+                     metadata={"directions_norm": norm.detach()})

@@ -11,8 +11,8 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
 
-from single_image_nerf.data.camera_sampling import ViewRanges, curriculum_ranges, fov_from_focal, orbit_cameras, \
-    pose_angles, sample_views
+from single_image_nerf.data.camera_sampling import ViewRanges, cameras_to_device, curriculum_ranges, fov_from_focal, \
+    orbit_cameras, pose_angles, sample_views
 from single_image_nerf.data.dataset import SingleImageDataset
 from single_image_nerf.data.single_image_dataparser import SingleImageDataParserConfig
 from single_image_nerf.errors import UserInputError
@@ -95,17 +95,43 @@ class SingleImageDataManager(VanillaDataManager[SingleImageDataset]):
         config.novel_views.validate(config.dataparser.scene_bound)
         super().__init__(config, *args, **kwargs)
         self._orbit_generator: Optional[torch.Generator] = None
+        self._reference: Optional[Tuple[RayBundle, Dict[str, torch.Tensor]]] = None
 
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
         """Training: reference-view rays and their targets. Outside training (`ns-export pointcloud` and `poisson`
         sample the scene through this call): rays from orbit cameras all around the object and an empty batch, so
         that exported points cover every side rather than only the photographed one."""
-        if self.test_mode == "val":
-            return super().next_train(step)
         self.train_count += 1
+        if self.test_mode == "val":
+            return self.reference_rays(self.config.train_num_rays_per_batch)
         sampler = getattr(self, "train_pixel_sampler", None)
         count = sampler.num_rays_per_batch if sampler is not None else self.config.train_num_rays_per_batch
         return self.orbit_rays(count), {}
+
+    def reference_rays(self, count: int) -> Tuple[RayBundle, Dict]:
+        """`count` rays through random pixels of the reference view (drawn with replacement by the device's default
+        generator, as nerfstudio's pixel sampler does) and their "image" (RGBA), "depth" (when present) and
+        "indices" (camera, row, column). Every ray and pixel of the one view is kept on the device from the first
+        call, so a step only draws and gathers: nothing waits on the device or copies from the host."""
+        if self._reference is None:
+            self._reference = self._reference_pixels()
+        bundle, pixels = self._reference
+        picked = torch.randint(bundle.shape[0], (count,), device=bundle.origins.device)
+        return bundle[picked], {key: value[picked] for key, value in pixels.items()}
+
+    def _reference_pixels(self) -> Tuple[RayBundle, Dict[str, torch.Tensor]]:
+        """The reference view's rays (H*W) and per-pixel batch entries, flattened, on the device."""
+        cameras = self.train_dataset.cameras[0:1].to(self.device)
+        bundle = cameras.generate_rays(camera_indices=0, keep_shape=True)
+        height, width = bundle.shape
+        image = next(self.iter_train_image_dataloader)
+        rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        pixels = {"indices": torch.stack([torch.zeros_like(rows), rows, cols], dim=-1)}
+        for key in ("image", "depth", "mask"):
+            if isinstance(image.get(key), torch.Tensor):
+                pixels[key] = image[key].reshape(height, width, -1)
+        pixels = {key: value.reshape(height * width, -1).to(self.device) for key, value in pixels.items()}
+        return bundle.flatten().to(self.device), pixels
 
     def orbit_rays(self, count: int, num_cameras: int = 64) -> RayBundle:
         """`count` rays through random pixels of `num_cameras` random cameras spread uniformly over the sphere, at
@@ -145,4 +171,4 @@ class SingleImageDataManager(VanillaDataManager[SingleImageDataset]):
         )
         cameras = orbit_cameras(azimuth, elevation, radius, fov, novel.resolution, novel.resolution,
                                 reference_azimuth=self.reference_azimuth)
-        return cameras.to(self.device)
+        return cameras_to_device(cameras, self.device)

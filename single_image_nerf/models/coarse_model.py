@@ -19,12 +19,72 @@ from nerfstudio.model_components.scene_colliders import AABBBoxCollider
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 
+from single_image_nerf.data.camera_sampling import pinhole_ray_bundle
 from single_image_nerf.models.coarse_field import CoarseField
 from single_image_nerf.models.losses import (SharedLossWeights, composite, normal_smoothness_2d, opacity_regularization,
                                              reference_view_losses)
 from single_image_nerf.models.proposal_grid import DenseDensityGrid
 
 Shading = Literal["albedo", "lambertian", "textureless", "normals"]
+
+
+SHADING_CODES: Tuple[Shading, ...] = ("albedo", "textureless", "lambertian")
+"""The shadings a training view draws, by code: albedo below albedo_ratio, then textureless, then lambertian."""
+
+
+@dataclass(eq=False)
+class ViewDraws:
+    """The random choices of one step's novel views, drawn together (`CoarseModel.draw_views`), on the device."""
+
+    backgrounds: Optional[Tensor] = None
+    """(B, 3) background of each view; None: the model's default (white, or the learned one)."""
+    shading: Optional[Tensor] = None
+    """(B,) index into SHADING_CODES of each view; None: albedo for all (before shading begins)."""
+    light_jitter: Optional[Tensor] = None
+    """(B, 3) offset of each view's light from its camera position (with `shading`)."""
+
+    def select(self, index: int) -> ViewDraws:
+        """The draws of view `index` alone."""
+        return ViewDraws(*(None if value is None else value[index:index + 1]
+                           for value in (self.backgrounds, self.shading, self.light_jitter)))
+
+
+def lit(normals: Tensor, light: Tensor, ambient: float) -> Tensor:
+    """Light level ambient + (1 - ambient) max(n . l, 0) of each sample (..., 1), for unit light directions."""
+    lambert = (normals * light).sum(-1, keepdim=True).clamp_min(0.0)
+    return ambient + (1.0 - ambient) * lambert
+
+
+@dataclass(eq=False)
+class RayShading:
+    """Each ray's shading in a batch of views: a code into SHADING_CODES and a unit light direction."""
+
+    codes: Tensor
+    """(N,) shading code of each ray."""
+    lights: Tensor
+    """(N, 3) unit light direction of each ray."""
+
+    def shade(self, albedo: Tensor, normals: Optional[Tensor], ambient: float) -> Tensor:
+        """Colour of each sample (N, S, 3) under its ray's shading, chosen on the device (no host decision)."""
+        if normals is None:
+            return albedo
+        level = lit(normals, self.lights[:, None, :], ambient)
+        code = self.codes.reshape(-1, 1, 1)
+        return torch.where(code == 0, albedo, torch.where(code == 1, level.expand_as(albedo), albedo * level))
+
+
+def _per_ray(per_view: Tensor, rays_per_view: int) -> Tensor:
+    """(B, ...) values repeated for each of a view's rays, in the order of the flattened (B, H, W) rays."""
+    return per_view[:, None].expand(per_view.shape[0], rays_per_view, *per_view.shape[1:]).reshape(
+        -1, *per_view.shape[1:])
+
+
+def _common_size(cameras: Cameras) -> Tuple[int, int]:
+    """(height, width) shared by all `cameras` (read back from them: a caller in a loop passes the size instead)."""
+    heights, widths = cameras.height.reshape(-1).tolist(), cameras.width.reshape(-1).tolist()
+    if len(set(heights)) != 1 or len(set(widths)) != 1:
+        raise ValueError(f"views rendered together must share one size, got heights {heights} and widths {widths}")
+    return int(heights[0]), int(widths[0])
 
 
 @dataclass
@@ -167,7 +227,8 @@ class CoarseModel(Model):
 
     # -------------------------------------------------------------------------------------------------- rendering
     def _rand(self, *shape: int) -> Tensor:
-        return torch.rand(*shape, generator=self.generator).to(self.device)
+        """Uniform draws from the model's (host) generator, queued to the device without waiting on it."""
+        return torch.rand(*shape, generator=self.generator).to(self.device, non_blocking=True)
 
     def training_background(self, count: int) -> Tensor:
         """One background colour for a whole batch (training), as (3,)."""
@@ -175,18 +236,23 @@ class CoarseModel(Model):
             return self._rand(3)
         return torch.ones(3, device=self.device)
 
-    def choose_shading(self) -> Shading:
-        """Shading of a novel view at the current step: albedo during warm-up, then a random mix."""
-        if self.step < self.config.albedo_iters:
-            return "albedo"
-        draw = float(self._rand(1))
-        if draw < self.config.albedo_ratio:
-            return "albedo"
-        if draw < self.config.albedo_ratio + self.config.textureless_ratio:
-            return "textureless"
-        return "lambertian"
+    def draw_views(self, count: int) -> ViewDraws:
+        """The random choices of `count` novel views at the current step, from the model's generator in a fixed
+        order (backgrounds, then shadings and lights once shading has begun). Nothing is read back to the host."""
+        config = self.config
+        if config.background == "random":
+            backgrounds = self._rand(count, 3)
+        else:  # white, and white for novel views of a learned background too (the guidance sees plain views)
+            backgrounds = torch.ones(count, 3, device=self.device)
+        if self.step < config.albedo_iters:
+            return ViewDraws(backgrounds)
+        draw = torch.rand(count, generator=self.generator)
+        codes = (draw >= config.albedo_ratio).long() + (draw >= config.albedo_ratio + config.textureless_ratio).long()
+        jitter = 0.5 * torch.randn(count, 3, generator=self.generator)
+        return ViewDraws(backgrounds, codes.to(self.device, non_blocking=True),
+                         jitter.to(self.device, non_blocking=True))
 
-    def get_outputs(self, ray_bundle: RayBundle, shading: Optional[Shading] = None,
+    def get_outputs(self, ray_bundle: RayBundle, shading: Optional[Shading | RayShading] = None,
                     background: Optional[Tensor] = None) -> Dict[str, Tensor | List]:
         """Render rays. Outside training the viewer's shading and a white (or learned) background are used."""
         if shading is None:
@@ -234,38 +300,54 @@ class CoarseModel(Model):
             return self.training_background(1)
         return torch.ones(3, device=self.device)
 
-    def _shade(self, albedo: Tensor, normals: Optional[Tensor], shading: Shading, ray_bundle: RayBundle) -> Tensor:
+    def _shade(self, albedo: Tensor, normals: Optional[Tensor], shading: Shading | RayShading,
+               ray_bundle: RayBundle) -> Tensor:
+        if isinstance(shading, RayShading):
+            return shading.shade(albedo, normals, self.config.ambient)
         if shading == "albedo" or normals is None:
             return albedo
         if shading == "normals":
             return 0.5 * (normals + 1.0)
         # A light near the camera, jittered (DreamFusion): the shading reveals the geometry from every side.
-        light = ray_bundle.origins.reshape(-1, 3)[0] + 0.5 * torch.randn(3, generator=self.generator).to(self.device)
-        light = torch.nn.functional.normalize(light, dim=-1)
-        lambert = (normals * light).sum(-1, keepdim=True).clamp_min(0.0)
-        light_level = self.config.ambient + (1.0 - self.config.ambient) * lambert
+        jitter = 0.5 * torch.randn(3, generator=self.generator).to(self.device, non_blocking=True)
+        light = torch.nn.functional.normalize(ray_bundle.origins.reshape(-1, 3)[0] + jitter, dim=-1)
+        light_level = lit(normals, light, self.config.ambient)
         if shading == "textureless":
             return light_level.expand_as(albedo)
         return albedo * light_level
 
-    def render_views(self, cameras: Cameras, shading: Optional[Shading] = None) -> Dict[str, Tensor]:
-        """Render whole images from `cameras` with gradients (for the guidance). Returns "rgb" as (B, 3, H, W)
-        composited on a per-image background, and "accumulation", "depth", ["normals", "orientation"] as
-        (B, H, W, C)."""
-        images: Dict[str, List[Tensor]] = {}
-        for index in range(len(cameras)):
-            bundle = cameras.generate_rays(camera_indices=index, keep_shape=True)
-            height, width = bundle.shape
-            bundle = self.collider(bundle.flatten())
-            view_shading = shading or (self.choose_shading() if self.training else self.viewer_shading)
-            background = self.training_background(1) if self.training else None
-            outputs = self.get_outputs(bundle, shading=view_shading, background=background)
-            for key in ("rgb", "accumulation", "depth", "normals", "orientation"):
-                if key in outputs:
-                    images.setdefault(key, []).append(outputs[key].reshape(height, width, -1))
-        stacked = {key: torch.stack(value) for key, value in images.items()}
-        stacked["rgb"] = stacked["rgb"].permute(0, 3, 1, 2)
-        return stacked
+    def render_views(self, cameras: Cameras, shading: Optional[Shading] = None, draws: Optional[ViewDraws] = None,
+                     image_size: Optional[Tuple[int, int]] = None) -> Dict[str, Tensor]:
+        """Render whole images from `cameras` (undistorted pinhole cameras of one size) with gradients, all views in
+        one pass: the rays of every pixel of every view, one collider and one `get_outputs`.
+
+        In training, each view has its own background and, once shading has begun, its own shading (albedo,
+        textureless or lambertian with its own light), as `draws` says (drawn by `draw_views` when not given);
+        `shading` forces one shading on every view. Outside training: `shading` or the viewer's, on white (or the
+        learned background) unless `draws` gives backgrounds. `image_size` (height, width) saves reading the
+        size back from the cameras. Returns "rgb" as (B, 3, H, W) and "accumulation", "depth", ["normals",
+        "orientation"] as (B, H, W, C)."""
+        count = len(cameras)
+        height, width = image_size if image_size is not None else _common_size(cameras)
+        if draws is None and self.training:
+            draws = self.draw_views(count)
+        bundle = self.collider(pinhole_ray_bundle(cameras, height, width).flatten())
+        per_view = height * width
+        background = None
+        if draws is not None and draws.backgrounds is not None:
+            background = _per_ray(draws.backgrounds, per_view)
+        if shading is None and self.training:
+            if draws.shading is None:
+                shading = "albedo"
+            else:
+                lights = torch.nn.functional.normalize(cameras.camera_to_worlds.reshape(-1, 3, 4)[:, :, 3]
+                                                       + draws.light_jitter, dim=-1)
+                shading = RayShading(_per_ray(draws.shading, per_view), _per_ray(lights, per_view))
+        outputs = self.get_outputs(bundle, shading=shading or self.viewer_shading, background=background)
+        views = {key: outputs[key].reshape(count, height, width, -1)
+                 for key in ("rgb", "accumulation", "depth", "normals", "orientation") if key in outputs}
+        views["rgb"] = views["rgb"].permute(0, 3, 1, 2)
+        return views
 
     # ---------------------------------------------------------------------------------------------------- losses
     @staticmethod
