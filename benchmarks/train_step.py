@@ -3,10 +3,11 @@
 
     python benchmarks/train_step.py                         # the default grid on the current device
     python benchmarks/train_step.py --resolutions 64 128 --samples 256,96,48 --steps 10 --device cuda
+    python benchmarks/train_step.py --resolutions 64 --samples 128,64,32 --views-per-step 1 4
 
 Each configuration runs in a fresh process through nerfstudio's Trainer (the `none` prior, so the figures are the
-field's own cost): the reference batch has as many rays as a novel view has pixels, and each step renders one novel
-view at that resolution. Peak memory is torch's allocator peak on CUDA, the process's peak resident size on CPU.
+field's own cost): the reference batch has as many rays as a novel view has pixels, and each step renders
+`--views-per-step` novel views at that resolution (one row per count). Peak memory is torch's allocator peak on CUDA, the process's peak resident size on CPU.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def write_disc(path: Path, size: int = 128) -> Path:
     return path
 
 
-def measure(resolution: int, samples: str, steps: int, warmup: int, device: str, implementation: str) -> Dict:
+def measure(resolution: int, samples: str, steps: int, warmup: int, device: str, implementation: str,
+            views_per_step: int = 1) -> Dict:
     """Train `warmup + steps` steps of one configuration in this process; the timing of the last `steps`."""
     import torch
 
@@ -65,7 +67,7 @@ def measure(resolution: int, samples: str, steps: int, warmup: int, device: str,
     pipeline.datamanager.dataparser.image_size = resolution
     pipeline.datamanager.train_num_rays_per_batch = resolution * resolution
     pipeline.datamanager.novel_views.resolution = resolution
-    pipeline.datamanager.novel_views.views_per_step = 1
+    pipeline.datamanager.novel_views.views_per_step = views_per_step
     pipeline.model.implementation = implementation
     pipeline.model.num_proposal_samples_per_ray = proposal
     pipeline.model.num_nerf_samples_per_ray = field_samples
@@ -88,7 +90,7 @@ def measure(resolution: int, samples: str, steps: int, warmup: int, device: str,
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"resolution": resolution, "samples": samples, "median_ms": 1000 * statistics.median(durations),
+    return {"resolution": resolution, "samples": samples, "views": views_per_step, "median_ms": 1000 * statistics.median(durations),
             "min_ms": 1000 * min(durations), "peak_mib": peak, "device": device, "implementation": implementation}
 
 
@@ -102,6 +104,8 @@ def main() -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--implementation", choices=("tcnn", "torch"), default="tcnn",
                         help="hash-grid implementation (tcnn falls back to torch where tiny-cuda-nn is missing)")
+    parser.add_argument("--views-per-step", type=int, nargs="+", default=[1],
+                        help="novel views rendered per step (one row per count)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.device == "auto":
@@ -109,34 +113,36 @@ def main() -> None:
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.child:
-        resolution, samples = args.child.split(":")
-        result = measure(int(resolution), samples, args.steps, args.warmup, args.device, args.implementation)
+        resolution, samples, views = args.child.split(":")
+        result = measure(int(resolution), samples, args.steps, args.warmup, args.device, args.implementation,
+                         int(views))
         print("RESULT " + json.dumps(result))
         return
     for samples in args.samples:
         parse_samples(samples)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     rows = []
-    for resolution in args.resolutions:
-        for samples in args.samples:
-            command = [sys.executable, __file__, "--child", f"{resolution}:{samples}", "--steps", str(args.steps),
-                       "--warmup", str(args.warmup), "--device", args.device, "--implementation", args.implementation]
-            done = subprocess.run(command, capture_output=True, text=True, env=env)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-            if done.returncode != 0 or not lines:
-                print(f"{resolution}px {samples}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(lines[-1][len("RESULT "):]))
-            row = rows[-1]
-            print(f"{resolution:>4}px  samples {samples:<10}  {row['median_ms']:9.0f} ms/step  "
-                  f"{row['peak_mib']:8.0f} MiB", flush=True)
+    configurations = [(resolution, samples, views) for resolution in args.resolutions for samples in args.samples
+                      for views in args.views_per_step]
+    for resolution, samples, views in configurations:
+        command = [sys.executable, __file__, "--child", f"{resolution}:{samples}:{views}", "--steps", str(args.steps),
+                   "--warmup", str(args.warmup), "--device", args.device, "--implementation", args.implementation]
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode != 0 or not lines:
+            print(f"{resolution}px {samples} {views} views: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(lines[-1][len("RESULT "):]))
+        row = rows[-1]
+        print(f"{resolution:>4}px  samples {samples:<10}  {views} views  {row['median_ms']:9.0f} ms/step  "
+              f"{row['peak_mib']:8.0f} MiB", flush=True)
     memory = "peak CUDA allocated" if args.device == "cuda" else "peak resident"
-    print(f"\ncoarse stage, one reference batch (res² rays) + one novel view (res²) per step, on {args.device}")
-    print(f"| render | samples (proposal…, field) | median ms/step | min ms/step | {memory} MiB |")
-    print("|---:|---|---:|---:|---:|")
+    print(f"\ncoarse stage, one reference batch (res² rays) + the novel views (res² each) per step, on {args.device}")
+    print(f"| render | samples (proposal…, field) | novel views | median ms/step | min ms/step | {memory} MiB |")
+    print("|---:|---|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['resolution']}² | {row['samples']} | {row['median_ms']:.0f} | {row['min_ms']:.0f} | "
-              f"{row['peak_mib']:.0f} |")
+        print(f"| {row['resolution']}² | {row['samples']} | {row['views']} | {row['median_ms']:.0f} | "
+              f"{row['min_ms']:.0f} | {row['peak_mib']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
 
@@ -49,8 +49,9 @@ class SingleImagePipeline(VanillaPipeline):
             guidance = config.guidance.setup(context=self.guidance_context())
         object.__setattr__(self, "_guidance", guidance)
         self.skipped_steps = 0
-        self.skip_optimizer_step = False
-        """Set when a step's loss was not finite: the trainer's optimizers then leave the weights alone."""
+        """Steps skipped for a non-finite loss (counted when the optimizers' guard reports the skip) or gradient."""
+        self._skip_flag: Any = False
+        self._loss_check: Optional[Tuple[List[str], torch.Tensor, int]] = None
         self.last_novel_views = None
 
     @property
@@ -69,6 +70,30 @@ class SingleImagePipeline(VanillaPipeline):
             data_dir=outputs.metadata.get("data_dir"),
         )
 
+    @property
+    def skip_optimizer_step(self) -> Any:
+        """Whether the optimizers must leave the weights alone this step because a loss was not finite.
+
+        After `get_train_loss_dict` this is a 0-dim bool tensor on the model's device, never read here: the
+        optimizers' guard reads it (with its own checks, in its one wait on the device per step). A guard that finds
+        it true assigns False, which counts the skipped step and prints the names of the non-finite losses (one more
+        read, on that step only); assigning False without having read it true costs that read on every step."""
+        return self._skip_flag
+
+    @skip_optimizer_step.setter
+    def skip_optimizer_step(self, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            self._skip_flag = value
+            return
+        check, self._loss_check, self._skip_flag = self._loss_check, None, bool(value)
+        if value or check is None:
+            return
+        names, finite, step = check
+        bad = [name for name, ok in zip(names, finite.tolist()) if not ok]
+        if bad:
+            self.skipped_steps += 1
+            CONSOLE.print(f"[bold yellow]step {step}: non-finite {', '.join(bad)}; this step is skipped")
+
     def get_train_loss_dict(self, step: int):
         ray_bundle, batch = self.datamanager.next_train(step)
         model_outputs = self._model(ray_bundle)
@@ -76,26 +101,28 @@ class SingleImagePipeline(VanillaPipeline):
         loss_dict = self.model.get_loss_dict(model_outputs, batch, metrics_dict)
 
         cameras = self.datamanager.next_novel_cameras(step)
-        views = self.model.render_views(cameras)
+        size = self.datamanager.config.novel_views.resolution
+        views = self.model.render_views(cameras, image_size=(size, size))
         self.last_novel_views = (step, cameras, views["rgb"].detach())  # shown by the viewer
         loss_dict.update(self.model.get_novel_view_loss_dict(views))
         if self.guidance is not None:
             for name, value in self.guidance.loss(views["rgb"], cameras, step).items():
                 loss_dict[f"guidance_{name}"] = value
-            metrics_dict.update({f"guidance_{k}": torch.tensor(v) for k, v in self.guidance.status(step).items()})
+            # Tensors (or numbers), read only where the metrics are logged.
+            metrics_dict.update({f"guidance_{k}": torch.as_tensor(v) for k, v in self.guidance.status(step).items()})
         return model_outputs, self._guard_finite(loss_dict, step), metrics_dict
 
     def _guard_finite(self, loss_dict: Dict[str, torch.Tensor], step: int) -> Dict[str, torch.Tensor]:
-        """A non-finite loss would write NaN into the field: zero the step's losses instead, with a warning."""
-        bad = [name for name, value in loss_dict.items() if not bool(torch.isfinite(value).all())]
-        if not bad:
+        """A non-finite loss would write NaN into the field: one stacked check on the device zeroes every loss of
+        such a step and sets `skip_optimizer_step` (a device flag) for the optimizers' guard. Nothing is read here."""
+        if not loss_dict:
             return loss_dict
-        self.skipped_steps += 1
-        self.skip_optimizer_step = True
-        CONSOLE.print(f"[bold yellow]step {step}: non-finite {', '.join(bad)}; this step is skipped")
-        return {name: torch.nan_to_num(value.detach(), nan=0.0, posinf=0.0, neginf=0.0) * 0.0
-                + 0.0 * sum(p.sum() for p in self.model.parameters() if p.requires_grad)
-                for name, value in loss_dict.items()}
+        names = list(loss_dict)
+        finite = torch.stack([torch.isfinite(value.detach()).all() for value in loss_dict.values()])
+        ok = finite.all()
+        self._loss_check = (names, finite, step)
+        self.skip_optimizer_step = ~ok
+        return {name: torch.where(ok, value, torch.zeros_like(value)) for name, value in loss_dict.items()}
 
     @torch.no_grad()
     def get_eval_image_metrics_and_images(self, step: int):
