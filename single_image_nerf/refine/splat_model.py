@@ -1,5 +1,5 @@
 """The refine stage's model: splatfacto's Gaussians (same parameter names, so `ns-export gaussian-splat` and the viewer
-treat it as splatfacto) seeded from the coarse field, rendered through `cpu_rasterizer.rasterize` (gsplat's CUDA
+treat it as splatfacto) seeded from the coarse field, rendered through `rasterizer.rasterize` (gsplat's CUDA
 kernels on a GPU, the dense torch path elsewhere), with the coarse stage's reference losses and novel-view renders
 for the guidance.
 
@@ -29,7 +29,7 @@ from nerfstudio.utils import colormaps
 from single_image_nerf.errors import UserInputError
 from single_image_nerf.models.losses import (SharedLossWeights, composite, opacity_regularization,
                                              reference_view_losses)
-from single_image_nerf.refine.cpu_rasterizer import rasterize
+from single_image_nerf.refine.rasterizer import rasterize
 from single_image_nerf.refine.nerf_to_gaussians import GaussianSeeds, seeds_from_model
 
 

@@ -11,8 +11,8 @@ Gradients come from autograd. `meta` carries what gsplat's densification strateg
 radii, width, height, n_cameras, gaussian_ids) and, when `absgrad` is set, `means2d.absgrad` is the per-pixel sum of
 absolute gradients as the CUDA backward computes it.
 
-The dense path costs O(cameras x pixels x Gaussians per tile row); it is for tests and small CPU runs (see
-docs/refine.md for measured speeds), not for production training.
+The dense path bins Gaussians by tile as gsplat does and costs O(pixels x Gaussians per tile); it is for tests and
+CPU runs (see docs/refine.md for measured speeds), not for production training.
 """
 
 from __future__ import annotations
@@ -139,21 +139,6 @@ def tile_ranges(means2d: Tensor, radii: Tensor, tile_size: int, width: int, heig
     return torch.stack([x0, x1, y0, y1], dim=-1).long()
 
 
-def composite_front_to_back(alphas: Tensor, values: Tensor) -> Tuple[Tensor, Tensor]:
-    """Front-to-back compositing along the last Gaussian axis, with gsplat's stopping rule.
-
-    alphas [P,K] (already clamped; skipped contributions set to 0), values [P,K,D], Gaussians sorted near to far.
-    Returns (colour [P,D], alpha [P,1]).
-    """
-    one_minus = 1.0 - alphas
-    after = torch.cumprod(one_minus, dim=-1)
-    before = torch.cat([torch.ones_like(after[:, :1]), after[:, :-1]], dim=-1)
-    keep = (after > TRANSMITTANCE_MIN).to(alphas.dtype)
-    weights = alphas * before * keep
-    colour = torch.einsum("pk,pkd->pd", weights, values)
-    return colour, weights.sum(dim=-1, keepdim=True)
-
-
 def rasterize_torch(
     means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmats: Tensor, Ks: Tensor,
     width: int, height: int, near_plane: float = 0.01, far_plane: float = 1e10, radius_clip: float = 0.0,
@@ -214,71 +199,88 @@ def _render_camera(
     means2d: Tensor, conics: Tensor, opacities: Tensor, values: Tensor, depths: Tensor, radii: Tensor, tiles: Tensor,
     width: int, height: int, tile_size: int, max_chunk_elements: int, absgrad_buffer: Optional[Tensor],
 ) -> Tuple[Tensor, Tensor]:
-    """One camera, one band of tile rows at a time: (colour [H,W,D], alpha [H,W,1])."""
+    """One camera, binned by tile as gsplat's `isect_tiles` does: every (Gaussian, tile) pair it touches, sorted by
+    tile then depth; tiles of similar Gaussian counts are composited together as dense [tiles, pixels, Gaussians]
+    blocks of at most `max_chunk_elements`. Returns (colour [H,W,D], alpha [H,W,1])."""
     device, dtype, D = means2d.device, means2d.dtype, values.shape[-1]
+    tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
+    n_tiles, n_pixels = tiles_x * tiles_y, tile_size * tile_size
     visible = torch.nonzero(radii > 0).squeeze(-1)
     visible = visible[torch.argsort(depths.detach()[visible], stable=True)]
-    colour = torch.zeros(height, width, D, device=device, dtype=dtype)
-    alpha = torch.zeros(height, width, 1, device=device, dtype=dtype)
-    if visible.numel() == 0:
-        return colour, alpha
-    rows_out, alphas_out = [], []
-    for tile_row in range(math.ceil(height / tile_size)):
-        y_start, y_end = tile_row * tile_size, min((tile_row + 1) * tile_size, height)
-        ids = visible[(tiles[visible, 2] <= tile_row) & (tiles[visible, 3] > tile_row)]
-        band_colour, band_alpha = _render_band(
-            means2d, conics, opacities, values, tiles, ids, y_start, y_end, width, tile_size, max_chunk_elements,
-            absgrad_buffer,
-        )
-        rows_out.append(band_colour)
-        alphas_out.append(band_alpha)
-    return torch.cat(rows_out, dim=0), torch.cat(alphas_out, dim=0)
-
-
-def _render_band(
-    means2d: Tensor, conics: Tensor, opacities: Tensor, values: Tensor, tiles: Tensor, ids: Tensor, y_start: int,
-    y_end: int, width: int, tile_size: int, max_chunk_elements: int, absgrad_buffer: Optional[Tensor],
-) -> Tuple[Tensor, Tensor]:
-    """Rows y_start..y_end-1 (inside one tile row) against the depth-sorted Gaussians `ids` touching them."""
-    device, dtype, D = means2d.device, means2d.dtype, values.shape[-1]
-    rows = y_end - y_start
-    if ids.numel() == 0:
-        return (torch.zeros(rows, width, D, device=device, dtype=dtype),
-                torch.zeros(rows, width, 1, device=device, dtype=dtype))
-    ys, xs = torch.meshgrid(
-        torch.arange(y_start, y_end, device=device), torch.arange(width, device=device), indexing="ij"
-    )
-    ys, xs = ys.reshape(-1), xs.reshape(-1)
-    pixel_centres = torch.stack([xs, ys], dim=-1).to(dtype) + 0.5
-    pixel_tile_x = (xs // tile_size)[:, None]
-    g_tiles = tiles[ids]
-    mu, conic, opacity, value = means2d[ids], conics[ids], opacities[ids], values[ids]
-    step = max(1, max_chunk_elements // max(1, ids.numel()))
-    colours, alphas = [], []
-    for start in range(0, pixel_centres.shape[0], step):
-        p = pixel_centres[start:start + step]
-        mu_p = mu.unsqueeze(0).expand(p.shape[0], -1, -1)
-        if absgrad_buffer is not None and mu_p.requires_grad:
-            mu_p.register_hook(_absgrad_hook(absgrad_buffer, ids))
-        delta = p[:, None, :] - mu_p
-        dx, dy = delta[..., 0], delta[..., 1]
-        sigma = 0.5 * (conic[None, :, 0] * dx * dx + conic[None, :, 2] * dy * dy) + conic[None, :, 1] * dx * dy
-        raw = opacity[None, :] * torch.exp(-sigma)
-        a = torch.clamp(raw, max=ALPHA_MAX)
-        tx = pixel_tile_x[start:start + step]
-        inside = (g_tiles[None, :, 0] <= tx) & (g_tiles[None, :, 1] > tx)
-        use = inside & (sigma >= 0) & (a >= ALPHA_MIN)
-        a = torch.where(use, a, torch.zeros_like(a))
-        colour, alpha = composite_front_to_back(a, value.unsqueeze(0).expand(p.shape[0], -1, -1))
+    box = tiles[visible]
+    span_x, span_y = (box[:, 1] - box[:, 0]).clamp_min(0), (box[:, 3] - box[:, 2]).clamp_min(0)
+    touched = span_x * span_y
+    pairs = int(touched.sum())
+    if pairs == 0:
+        return (torch.zeros(height, width, D, device=device, dtype=dtype),
+                torch.zeros(height, width, 1, device=device, dtype=dtype))
+    owner = torch.repeat_interleave(torch.arange(visible.numel(), device=device), touched)
+    local = torch.arange(pairs, device=device) - (torch.cumsum(touched, 0) - touched)[owner]
+    tile_ids = (box[owner, 2] + local // span_x[owner]) * tiles_x + box[owner, 0] + local % span_x[owner]
+    order = torch.argsort(tile_ids, stable=True)  # by tile; within a tile the depth order survives
+    tile_ids, gaussians = tile_ids[order], visible[owner[order]]
+    per_tile = torch.bincount(tile_ids, minlength=n_tiles)
+    tile_start = torch.cumsum(per_tile, 0) - per_tile
+    occupied = torch.nonzero(per_tile).squeeze(-1)
+    occupied = occupied[torch.argsort(per_tile[occupied], stable=True)]
+    counts = per_tile[occupied].tolist()
+    offsets = torch.arange(n_pixels, device=device)
+    local_xy = torch.stack([offsets % tile_size, offsets // tile_size], dim=-1).to(dtype) + 0.5
+    done_tiles, colours, alphas = [], [], []
+    first = 0
+    while first < len(counts):  # ascending counts: a block's width is its last tile's count
+        last = first + 1
+        while last < len(counts) and (last + 1 - first) * n_pixels * counts[last] <= max_chunk_elements:
+            last += 1
+        block, width_k = occupied[first:last], counts[last - 1]
+        slots = torch.arange(width_k, device=device)
+        valid = slots[None, :] < per_tile[block][:, None]  # [T, K]
+        ids = gaussians[(tile_start[block][:, None] + slots[None, :]).clamp_max(pairs - 1)]
+        origin = torch.stack([block % tiles_x, block // tiles_x], dim=-1).to(dtype) * tile_size
+        pixels = origin[:, None, :] + local_xy[None]  # [T, P, 2]
+        colour, alpha = _composite_tiles(pixels, ids, valid, means2d, conics, opacities, values, absgrad_buffer)
+        done_tiles.append(block)
         colours.append(colour)
         alphas.append(alpha)
-    return torch.cat(colours).reshape(rows, width, D), torch.cat(alphas).reshape(rows, width, 1)
+        first = last
+    done = torch.cat(done_tiles)
+    colour = torch.zeros(n_tiles, n_pixels, D, device=device, dtype=dtype).index_copy(0, done, torch.cat(colours))
+    alpha = torch.zeros(n_tiles, n_pixels, 1, device=device, dtype=dtype).index_copy(0, done, torch.cat(alphas))
+
+    def to_image(tiled: Tensor) -> Tensor:
+        grid = tiled.reshape(tiles_y, tiles_x, tile_size, tile_size, -1).permute(0, 2, 1, 3, 4)
+        return grid.reshape(tiles_y * tile_size, tiles_x * tile_size, -1)[:height, :width]
+
+    return to_image(colour), to_image(alpha)
+
+
+def _composite_tiles(
+    pixels: Tensor, ids: Tensor, valid: Tensor, means2d: Tensor, conics: Tensor, opacities: Tensor, values: Tensor,
+    absgrad_buffer: Optional[Tensor],
+) -> Tuple[Tensor, Tensor]:
+    """Pixel centres [T,P,2] of T tiles against each tile's depth-sorted Gaussians `ids` [T,K] (`valid` marks the
+    real ones): (colour [T,P,D], alpha [T,P,1])."""
+    mu = means2d[ids][:, None].expand(-1, pixels.shape[1], -1, -1)  # [T, P, K, 2]
+    if absgrad_buffer is not None and mu.requires_grad:
+        mu.register_hook(_absgrad_hook(absgrad_buffer, ids))
+    delta = pixels[:, :, None, :] - mu
+    dx, dy = delta[..., 0], delta[..., 1]
+    conic = conics[ids][:, None]  # [T, 1, K, 3]
+    sigma = 0.5 * (conic[..., 0] * dx * dx + conic[..., 2] * dy * dy) + conic[..., 1] * dx * dy
+    a = torch.clamp(opacities[ids][:, None] * torch.exp(-sigma), max=ALPHA_MAX)
+    use = valid[:, None, :] & (sigma >= 0) & (a >= ALPHA_MIN)
+    a = torch.where(use, a, torch.zeros_like(a))
+    after = torch.cumprod(1.0 - a, dim=-1)
+    before = torch.cat([torch.ones_like(after[..., :1]), after[..., :-1]], dim=-1)
+    weights = a * before * (after > TRANSMITTANCE_MIN).to(a.dtype)
+    colour = torch.einsum("tpk,tkd->tpd", weights, values[ids])
+    return colour, weights.sum(dim=-1, keepdim=True)
 
 
 def _absgrad_hook(buffer: Tensor, ids: Tensor):
     """Backward hook adding |per-pixel gradient| of the 2D means into `buffer` (gsplat's absgrad)."""
 
     def hook(grad: Tensor) -> None:
-        buffer.index_add_(0, ids, grad.abs().sum(dim=0))
+        buffer.index_add_(0, ids.reshape(-1), grad.abs().sum(dim=1).reshape(-1, 2))
 
     return hook

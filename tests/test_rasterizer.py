@@ -1,4 +1,4 @@
-"""The CPU rasteriser against a tiny independent reference, an analytic Gaussian, and (on a GPU) gsplat's CUDA."""
+"""The rasteriser's dense path against a tiny independent reference, an analytic Gaussian, and (on a GPU) gsplat's CUDA."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from single_image_nerf.refine.cpu_rasterizer import rasterize, rasterize_torch
+from single_image_nerf.refine.rasterizer import rasterize, rasterize_torch
 
 
 def look_at_viewmat(eye, target=(0.0, 0.0, 0.0)) -> torch.Tensor:
