@@ -11,7 +11,7 @@ import torch.serialization
 import yaml
 
 from single_image_nerf.errors import UserInputError
-from single_image_nerf.scripts import run_loading
+from single_image_nerf import runs
 
 from tiny_training import tiny_config, train, write_ball_image
 
@@ -73,8 +73,8 @@ def test_a_run_trained_on_cuda_loads_on_the_cpu(run, tmp_path):
     if not torch.cuda.is_available():  # the copy really is a CUDA checkpoint: torch alone will not map it here
         with pytest.raises(RuntimeError, match="CUDA"):
             torch.load(checkpoint)
-    _, pipeline = run_loading.load_pipeline(cuda_run)
-    _, original = run_loading.load_pipeline(run)
+    _, pipeline = runs.load_pipeline(cuda_run)
+    _, original = runs.load_pipeline(run)
     assert torch.equal(probe_density(pipeline), probe_density(original))
     assert probe_density(original).max() > 0
 
@@ -84,23 +84,23 @@ def test_the_field_is_built_with_the_backend_its_checkpoint_holds(run, tmp_path)
         config.pipeline.model.implementation = "tcnn"  # the default, written by runs trained without tiny-cuda-nn
 
     tcnn_config = copy_run(run, tmp_path / "outputs", edit_config=say_tcnn)
-    assert run_loading.checkpoint_backend(run_loading.latest_checkpoint(tcnn_config)) == "torch"
-    config, pipeline, _, _ = run_loading.checked_eval_setup(tcnn_config)
+    assert runs.checkpoint_backend(runs.latest_checkpoint(tcnn_config)) == "torch"
+    config, pipeline, _, _ = runs.checked_eval_setup(tcnn_config)
     assert config.pipeline.model.implementation == "torch" and not pipeline.model.field.uses_tcnn()
 
 
 def test_a_tcnn_checkpoint_is_refused_with_one_line_where_tcnn_cannot_run(run, tmp_path):
     tcnn_run = copy_run(run, tmp_path / "outputs", edit_checkpoint=as_tcnn)
-    assert run_loading.checkpoint_backend(run_loading.latest_checkpoint(tcnn_run)) == "tcnn"
+    assert runs.checkpoint_backend(runs.latest_checkpoint(tcnn_run)) == "tcnn"
     with pytest.raises(UserInputError) as refused:
-        run_loading.load_pipeline(tcnn_run)
+        runs.load_pipeline(tcnn_run)
     message = str(refused.value)
     assert "\n" not in message and "trained with tiny-cuda-nn" in message
     assert "needs CUDA and tiny-cuda-nn" in message and "--pipeline.model.implementation torch" in message
 
     # Loaded by any other route (a refine stage's coarse run, nerfstudio's own commands), the field refuses it too,
     # rather than nerfstudio's non-strict fallback leaving the field at its random initialisation.
-    _, pipeline = run_loading.load_pipeline(run)
+    _, pipeline = runs.load_pipeline(run)
     before = probe_density(pipeline)
     state = torch.load(sorted(tcnn_run.parent.glob("nerfstudio_models/step-*.ckpt"))[-1], map_location="cpu")
     with pytest.raises(UserInputError, match="trained with tiny-cuda-nn"):

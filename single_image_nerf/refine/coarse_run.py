@@ -9,10 +9,7 @@ from typing import Optional
 import torch
 
 from single_image_nerf.errors import UserInputError
-from single_image_nerf.scripts.run_loading import checkpoint_mismatch
-
-COARSE_METHOD = "single-image-nerf"
-"""The method name a coarse run's config.yml carries."""
+from single_image_nerf.runs import COARSE_METHOD, checkpoint_mismatch
 
 
 def read_coarse_config(path: Optional[Path]):

@@ -440,7 +440,7 @@ def write_report(report: Dict[str, Any], path: Path) -> None:
 
 def run(config: EvaluateConfig) -> Dict[str, Any]:
     """Load the run through nerfstudio's eval_setup, evaluate it, print the tables and write the JSON."""
-    from single_image_nerf.scripts import run_loading
+    from single_image_nerf import runs
 
     checks = [("--num-views", config.num_views, 0), ("--geometry-views", config.geometry_views, 0),
               ("--geometry-resolution", config.geometry_resolution, 8), ("--num-points", config.num_points, 1),
@@ -454,9 +454,9 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
         raise UserInputError(f"--f-score-threshold must be positive, got {config.f_score_threshold}")
     if config.posed_images is not None and not Path(config.posed_images).is_dir():
         raise UserInputError(f"--posed-images {config.posed_images} is not a folder")
-    run_config = run_loading.read_run_config(config.load_config)
-    run_loading.check_checkpoint(run_config, config.load_config)
-    _, pipeline, checkpoint, step = run_loading.checked_eval_setup(config.load_config)
+    run_config = runs.read_run_config(config.load_config)
+    runs.check_checkpoint(run_config, config.load_config)
+    _, pipeline, checkpoint, step = runs.checked_eval_setup(config.load_config)
     try:
         report = evaluate_pipeline(pipeline, config)
     except NoGroundTruth as error:

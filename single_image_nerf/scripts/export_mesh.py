@@ -17,7 +17,7 @@ import torch
 
 from single_image_nerf.errors import UserInputError
 from single_image_nerf.refine.surface import FieldFn, Surface, evaluate_grid, extract_surface
-from single_image_nerf.scripts import run_loading
+from single_image_nerf import runs
 
 MESH_SUFFIXES = (".ply", ".obj", ".glb")
 """Formats the command writes (chosen by the output's suffix)."""
@@ -203,21 +203,21 @@ def write_files(files: Dict[Path, bytes], overwrite: bool) -> None:
 
 def export_mesh(config: ExportMeshConfig, pipeline=None, announce: Callable[[str], None] = print):
     """Run the export; `pipeline` may be given already loaded (tests). Returns the written mesh (trimesh)."""
-    output = run_loading.check_output(config.output, config.overwrite, MESH_SUFFIXES)
+    output = runs.check_output(config.output, config.overwrite, MESH_SUFFIXES)
     if config.texture == "uv" and output.suffix.lower() == ".ply":
         raise UserInputError("a UV texture needs an .obj or .glb output (PLY has no texture image): "
                              "use --texture vertex for .ply")
     if config.resolution < 8:
         raise UserInputError(f"--resolution must be at least 8, got {config.resolution}")
     if pipeline is None:
-        run_config = run_loading.read_run_config(config.load_config)
-        if not run_loading.is_coarse_run(run_config):
+        run_config = runs.read_run_config(config.load_config)
+        if not runs.is_coarse_run(run_config):
             raise UserInputError(wrong_method_message(run_config, config.load_config))
-        _, pipeline = run_loading.load_pipeline(config.load_config, run_config)
+        _, pipeline = runs.load_pipeline(config.load_config, run_config)
     model = pipeline.model
     if not hasattr(model, "query_density") or not hasattr(model, "query_albedo"):
         raise UserInputError(f"the run's model ({type(model).__name__}) has no density field to mesh: "
-                             f"pass a {run_loading.COARSE_METHOD} run")
+                             f"pass a {runs.COARSE_METHOD} run")
     was_training = model.training
     model.eval()
     try:
@@ -235,10 +235,10 @@ def export_mesh(config: ExportMeshConfig, pipeline=None, announce: Callable[[str
 
 def wrong_method_message(run_config, path: Path) -> str:
     """The one line for a run whose model has no density field."""
-    name = getattr(run_config, "method_name", None) or run_loading.model_class(run_config).__name__
+    name = getattr(run_config, "method_name", None) or runs.model_class(run_config).__name__
     coarse = getattr(run_config.pipeline.model, "coarse_config", None)
     hint = f" (this run was seeded from {coarse}: export that one)" if coarse else ""
-    return (f"{path} is a {name} run: a mesh needs the density field of a {run_loading.COARSE_METHOD} run{hint}")
+    return (f"{path} is a {name} run: a mesh needs the density field of a {runs.COARSE_METHOD} run{hint}")
 
 
 def entrypoint() -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from single_image_nerf.errors import UserInputError
-from single_image_nerf.scripts import run_loading
+from single_image_nerf import runs
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 """Formats the command writes (chosen by the output's suffix)."""
@@ -116,7 +116,7 @@ def render_frames(model, cameras, background: Tuple[float, float, float] = (1.0,
 
 def check_video_output(path: Path, overwrite: bool, resolution: int) -> Path:
     """Validate the output before rendering: suffix, overwrite, folder, and the mp4 encoder's presence."""
-    path = run_loading.check_output(path, overwrite, VIDEO_SUFFIXES)
+    path = runs.check_output(path, overwrite, VIDEO_SUFFIXES)
     if path.suffix.lower() == ".mp4":
         try:
             import imageio_ffmpeg  # noqa: F401
@@ -171,12 +171,12 @@ def render_turntable(config: TurntableConfig, pipeline=None, announce: Callable[
         raise UserInputError(f"--elevation must lie in [-90, 90] degrees, got {config.elevation}")
     output = check_video_output(config.output, config.overwrite, config.resolution)
     if pipeline is None:
-        run_config = run_loading.read_run_config(config.load_config)
-        if not (run_loading.is_coarse_run(run_config) or run_loading.is_splat_run(run_config)):
-            name = getattr(run_config, "method_name", None) or run_loading.model_class(run_config).__name__
+        run_config = runs.read_run_config(config.load_config)
+        if not (runs.is_coarse_run(run_config) or runs.is_splat_run(run_config)):
+            name = getattr(run_config, "method_name", None) or runs.model_class(run_config).__name__
             raise UserInputError(f"{config.load_config} is a {name} run: the turntable renders single-image-nerf "
                                  f"(coarse) or Gaussian splatting (refine) runs")
-        _, pipeline = run_loading.load_pipeline(config.load_config, run_config)
+        _, pipeline = runs.load_pipeline(config.load_config, run_config)
     cameras = turntable_cameras(reference_camera(pipeline).to("cpu"), config.frames, config.resolution,
                                 config.elevation, config.radius, config.fov)
     frames = render_frames(pipeline.model, cameras, config.background, config.shading)

@@ -1,4 +1,5 @@
-"""Loading a trained run for the export commands, with one-line errors for the usual mistakes.
+"""Loading a trained run (config.yml + checkpoint -> pipeline) for the refine stage and the commands, with one-line
+errors for the usual mistakes.
 
 A wrong path, a file that is not a nerfstudio config.yml, a run without checkpoints, or a run of a method the command
 cannot use: each is refused before anything heavy is loaded.
