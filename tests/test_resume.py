@@ -1,7 +1,10 @@
 """Reliability: a real `ns-train` killed with SIGKILL leaves a usable last checkpoint and resumes at its step; a
-non-finite loss, or non-finite gradients from a finite loss, skip the step and leave the weights as they were."""
+training process killed while it writes a checkpoint leaves the last complete one, loadable, and nothing that passes
+for a checkpoint; a non-finite loss, or non-finite gradients from a finite loss, skip the step and leave the weights
+as they were."""
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from single_image_nerf.trainer import checkpoint_steps
 from tiny_training import tiny_config, write_ball_image
 
 TINY_FLAGS = [
@@ -64,6 +68,95 @@ def test_sigkill_leaves_a_usable_checkpoint_and_resume_continues_at_its_step(tmp
     latest = sorted((models.parent.parent / "resumed" / "nerfstudio_models").glob("step-*.ckpt"))
     assert [p.name for p in latest] == [f"step-{total - 1:09d}.ckpt"]
     assert torch.load(latest[-1], map_location="cpu")["step"] == total - 1
+
+
+SAVING_CHILD = """
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[2])
+from tiny_training import tiny_config, write_ball_image
+
+root = Path(sys.argv[1])
+config = tiny_config(write_ball_image(root / "disc.png", size=32), root / "outputs", steps=10**6, rays=128)
+config.pipeline.model.log2_hashmap_size = 17  # a checkpoint of about 50 MB: each write takes a while
+config.experiment_name, config.timestamp = "disc", "run"
+models = config.get_checkpoint_dir()
+if checkpoints := sorted(models.glob("step-*.ckpt")):
+    config.load_dir = models  # resume from the last checkpoint, as a restarted job does
+trainer = config.setup(local_rank=0, world_size=1)
+trainer.setup()
+trainer.pipeline.train()
+step = trainer._start_step
+print(f"started at {step}", flush=True)
+while True:
+    trainer.train_iteration(step)
+    print(f"saving {step}", flush=True)
+    start = time.perf_counter()
+    trainer.save_checkpoint(step)
+    print(f"saved {step} in {time.perf_counter() - start:.4f} s", flush=True)
+    step += 1
+"""
+"""Trains and saves a checkpoint after every step through the trainer's own save_checkpoint, forever, saying on
+stdout when each save starts and when it ended (with its duration); restarted on the same folder it resumes from the last checkpoint."""
+
+
+def log_lines(path: Path) -> list:
+    """The child's own complete lines (nerfstudio prints other lines to the same stdout)."""
+    return [line for line in path.read_text().split("\n")[:-1] if line.startswith(("started at ", "saving ", "saved "))]
+
+
+@pytest.mark.slow
+def test_sigkill_while_a_checkpoint_is_written_leaves_the_last_complete_one(tmp_path):
+    """Kill -9 the training process at random moments inside save_checkpoint, three times on the same run folder,
+    each time restarted from what is left: the newest checkpoint always loads, holds the step its name says and at
+    least the last step reported saved, and no partial write sits in the folder under a checkpoint's name."""
+    rng = random.Random(0)
+    tests = str(Path(__file__).resolve().parent)
+    models = tmp_path / "outputs" / "disc" / "single-image-nerf" / "run" / "nerfstudio_models"
+    mid_write, last_step = 0, -1
+    for round_ in range(3):
+        log = tmp_path / f"round{round_}.log"
+        with open(log, "w") as out:
+            process = subprocess.Popen([sys.executable, "-c", SAVING_CHILD, str(tmp_path), tests], stdout=out,
+                                       stderr=subprocess.DEVNULL, env=ENV, start_new_session=True)
+        try:
+            deadline = time.time() + 120
+            # Wait for a completed save in this round, then for the start of the next one, and kill inside it.
+            while time.time() < deadline and not [line for line in log_lines(log) if line.startswith("saved")]:
+                assert process.poll() is None, f"the training process ended: {log.read_text()[-2000:]}"
+                time.sleep(0.01)
+            while time.time() < deadline and not log_lines(log)[-1].startswith("saving"):
+                assert process.poll() is None, f"the training process ended: {log.read_text()[-2000:]}"
+                time.sleep(0.002)
+            duration = float([line for line in log_lines(log) if line.startswith("saved")][0].split()[3])
+            time.sleep(rng.uniform(0.0, 0.6) * duration)  # at a random moment of the save (0.07 s here)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+        lines = log_lines(log)
+        assert lines[0] == f"started at {last_step + 1}", lines[0]  # resumed from the previous round's checkpoint
+        mid_write += lines[-1].startswith("saving")
+        reported = max(int(line.split()[1]) for line in lines if line.startswith("saved"))
+
+        # Every file in the folder is a whole checkpoint under its step's name, and only the latest is kept.
+        names = sorted(p.name for p in models.iterdir())
+        for name in names:
+            assert name.startswith("step-") and name.endswith(".ckpt"), names
+            try:
+                saved = torch.load(models / name, map_location="cpu")
+            except Exception as error:  # pylint: disable=broad-except
+                pytest.fail(f"{name} (of {names}) does not load: {error}")
+            assert name == f"step-{saved['step']:09d}.ckpt"
+        assert len(names) == 1, names
+        assert checkpoint_steps(models) == [saved["step"]]
+        assert saved["step"] >= reported > last_step
+        assert {"pipeline", "optimizers", "schedulers", "scalers"} <= set(saved)
+        assert all(torch.isfinite(v).all() for v in saved["pipeline"].values() if v.is_floating_point())
+        last_step = saved["step"]
+    assert mid_write >= 2, f"only {mid_write} of 3 kills landed inside a save"
 
 
 @pytest.fixture(scope="module")
