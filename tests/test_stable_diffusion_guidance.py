@@ -194,7 +194,7 @@ def test_missing_weights_fail_at_once_with_one_line_naming_model_and_option(tmp_
     assert "\n" not in message and isinstance(error.value, SystemExit) and error.value.code != 0
     assert time.perf_counter() - start < 10
     config.model_path = str(tmp_path / "missing")
-    with pytest.raises(GuidanceUnavailableError, match="does not exist"):
+    with pytest.raises(GuidanceUnavailableError, match="is not an existing folder"):
         config.setup(context=GuidanceContext(device=CPU))
     (tmp_path / "empty").mkdir()
     config.model_path = str(tmp_path / "empty")
