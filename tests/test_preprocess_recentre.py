@@ -61,6 +61,25 @@ def test_square_crop_arithmetic_and_original_box():
         square_crop((0, 0, 4, 4), border=0.5, size=64)
 
 
+@pytest.mark.parametrize("box, border", [((37, 21, 121, 62), 0.15), ((3, 0, 58, 97), 0.2)])
+def test_dataparser_recentres_with_the_preprocessing_window(tmp_path, box, border):
+    """The dataparser's recentring (data/reference_image.py) and the preprocessing's (`recentre`) cut the same square
+    window: the object's box lands on the same pixels of the output, whichever resampler each uses."""
+    from PIL import Image
+
+    from single_image_nerf.data.reference_image import read_reference
+
+    size = 96
+    alpha = _box_alpha(100, 200, box)
+    rgb = np.zeros((100, 200, 3), np.uint8)
+    rgb[alpha > 0] = (200, 40, 90)
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "cutout.png")
+    preprocessed, _ = recentre(rgb, alpha, border, size)
+    parsed = read_reference(tmp_path / "cutout.png", size, border, recenter=True).rgba
+    expected = np.array(mask_bbox(preprocessed[..., 3] >= 128))
+    np.testing.assert_array_equal(np.array(mask_bbox(parsed[..., 3] >= 0.5)), expected)
+
+
 def test_crop_keeps_channels_aligned_and_pads_with_zeros():
     crop = SquareCrop(x0=-2, y0=-2, side=6, size=6)
     depth = np.arange(16, dtype=np.float32).reshape(4, 4)

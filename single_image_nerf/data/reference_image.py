@@ -102,13 +102,6 @@ def object_box(alpha: np.ndarray, threshold: float = 0.5) -> Tuple[int, int, int
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
-def square_crop_box(box: Tuple[int, int, int, int], border: float) -> Tuple[float, float, float]:
-    """(centre_row, centre_col, side) of the square around `box` in which the object fills 1 - 2*border."""
-    row0, col0, row1, col1 = box
-    side = max(row1 - row0, col1 - col0) / (1.0 - 2.0 * border)
-    return (row0 + row1) / 2.0, (col0 + col1) / 2.0, side
-
-
 def crop_square(array: np.ndarray, centre: Tuple[float, float], side: float, size: int) -> np.ndarray:
     """Sample the square of `side` pixels centred at `centre` (row, col) into a `size`x`size` array.
     Outside the image is zero (transparent). Bilinear, with antialiasing when shrinking."""
@@ -166,6 +159,19 @@ def load_depth(folder: Path, shape: Tuple[int, int]) -> Optional[np.ndarray]:
     return -depth if convention == "disparity" else depth
 
 
+def photo_side(path: Path) -> Optional[int]:
+    """Side, in pixels, of the reference image as it was preprocessed: the longer side of a folder's rgba.png or of
+    the given image (at most MAX_WORKING_SIDE), read from the file's header. None when there is no readable image
+    (the dataparser then says why)."""
+    path = Path(path)
+    image_path = path / FOLDER_IMAGE if path.is_dir() else path
+    try:
+        with Image.open(image_path) as image:
+            return min(max(image.size), MAX_WORKING_SIDE)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+
+
 def read_reference(path: Path, size: int, border: float, recenter: bool) -> ReferenceView:
     """Load an RGBA image or a preprocessed folder, and (optionally) recentre the object in a square of `size`
     pixels with `border` (a fraction of the side) left empty on each side."""
@@ -183,7 +189,11 @@ def read_reference(path: Path, size: int, border: float, recenter: bool) -> Refe
         rgba = load_rgba(path)
     box = object_box(rgba[..., 3])
     if recenter:
-        centre_row, centre_col, side = square_crop_box(box, border)
+        from single_image_nerf.preprocess.recentre import square_crop  # the preprocessing's own square window
+
+        row0, col0, row1, col1 = box
+        window = square_crop((col0, row0, col1, row1), border, size)
+        centre_row, centre_col, side = window.y0 + window.side / 2.0, window.x0 + window.side / 2.0, float(window.side)
     else:
         height, width = rgba.shape[:2]
         centre_row, centre_col, side = height / 2.0, width / 2.0, float(max(height, width))
