@@ -60,8 +60,17 @@ def test_clip_losses_are_finite_and_reach_the_renders_while_clip_stays_frozen():
     losses = guide.loss(images, views(2), step=0)
     assert set(losses) == {"sds_loss", "clip_image_loss", "clip_text_loss"}
     assert all(torch.isfinite(value) for value in losses.values())
-    assert all(0.0 <= losses[name].item() <= 20.0 for name in ("clip_image_loss", "clip_text_loss"))
-    assert bool((guide.last_trace.t <= 0.4 * guide.num_train_timesteps).all())
+    trace = guide.last_trace
+    assert bool((trace.t <= 0.4 * guide.num_train_timesteps).all())
+    # CLIP scores the one-step-denoised views (x0 predicted from the trace's z_t and guided noise), not the renders.
+    with torch.no_grad():
+        abar = guide.alphas_cumprod[trace.t].reshape(-1, 1, 1, 1)
+        denoised = guide.decode((trace.noisy - (1 - abar).sqrt() * trace.eps_hat) / abar.sqrt())
+        expected = guide.clip.loss(denoised)
+        on_renders = guide.clip.loss(images.detach())
+    for name in ("clip_image_loss", "clip_text_loss"):
+        assert losses[name].item() == pytest.approx(expected[name].item(), rel=1e-4, abs=1e-6), name
+        assert losses[name].item() != pytest.approx(on_renders[name].item(), rel=1e-3), name
 
     # With `replace_sds` (the default) the small-t views take their gradient from CLIP alone.
     sds_grad, = torch.autograd.grad(losses["sds_loss"], images, retain_graph=True, allow_unused=True)
@@ -91,6 +100,44 @@ def test_reference_image_is_its_own_best_match():
     losses = guide.clip.loss(on_white)
     assert float(losses["clip_image_loss"]) == pytest.approx(0.0, abs=1e-4)
     assert float(guide.clip.loss(torch.rand(1, 3, 24, 24))["clip_image_loss"]) > 1e-3
+
+
+def test_losses_are_weighted_cosine_distances_computed_by_hand():
+    """Make-It-3D's losses, w (1 - cos), from the saved CLIP model read back independently: the views against the
+    reference composited on white and against the prompt."""
+    import json
+
+    from transformers import CLIPModel, CLIPTokenizer
+
+    folder = tiny_clip_folder()
+    guide = guidance(enabled(image_weight=3.0, text_weight=7.0))
+    model = CLIPModel.from_pretrained(folder).eval()
+    tokenizer = CLIPTokenizer.from_pretrained(folder)
+    processor = json.loads((folder / "preprocessor_config.json").read_text())
+    mean = torch.tensor(processor["image_mean"]).reshape(1, 3, 1, 1)
+    std = torch.tensor(processor["image_std"]).reshape(1, 3, 1, 1)
+    size = model.config.vision_config.image_size
+
+    def features(output):
+        output = output if isinstance(output, torch.Tensor) else output.pooler_output
+        return output / output.norm(dim=-1, keepdim=True)
+
+    def image_features(images):  # (B, 3, H, W) in [0, 1], upsampled to CLIP's input size
+        pixels = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        return features(model.get_image_features(pixel_values=(pixels - mean) / std))
+
+    rgba = reference_rgba()
+    reference = (rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])).permute(2, 0, 1)[None]
+    views = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    ids = tokenizer(["a red ball"], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        got = guide.clip.loss(views)
+        ours = image_features(views)
+        image_cos = (ours * image_features(reference)).sum(-1)
+        text_cos = (ours * features(model.get_text_features(input_ids=ids))).sum(-1)
+    assert float(got["clip_image_loss"]) == pytest.approx(float(3.0 * (1 - image_cos).mean()), rel=1e-4, abs=1e-6)
+    assert float(got["clip_text_loss"]) == pytest.approx(float(7.0 * (1 - text_cos).mean()), rel=1e-4, abs=1e-6)
 
 
 def test_missing_clip_weights_fail_with_one_line_naming_the_option(tmp_path):
