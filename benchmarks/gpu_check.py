@@ -286,34 +286,34 @@ def train_stage(config, clock: Clock, phase_of: Callable[[int], str], on_setup: 
     return result
 
 
-def coarse_config(args, data: Path, runs: Path, prior: Path):
+def stage_config(stage: str, args, runs: Path, prior: Path):
+    """A headless trainer config of `stage` ("coarse" or "refine") with the prior at `prior`, no saves or evals
+    during the timed steps, and the tiny sizes with --tiny."""
     from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
-    from single_image_nerf.method_configs import coarse_trainer_config, headless
+    from single_image_nerf.method_configs import coarse_trainer_config, headless, refine_trainer_config
 
-    config = headless(coarse_trainer_config(max_steps=args.coarse_steps), args.device, runs)
+    build, steps = (coarse_trainer_config, args.coarse_steps) if stage == "coarse" else (refine_trainer_config,
+                                                                                          args.refine_steps)
+    config = headless(build(max_steps=steps), args.device, runs)
     config.experiment_name = "coffee"
     config.steps_per_save = config.steps_per_eval_image = config.steps_per_eval_batch = 1_000_000
     config.steps_per_eval_all_images = 1_000_000
-    config.pipeline.datamanager.data = data
     config.pipeline.guidance = StableDiffusionGuidanceConfig(model_path=str(prior))
-    config.pipeline.model.albedo_iters = args.albedo_steps
-    for path, value in (TINY["coarse"] if args.tiny else {}).items():
+    for path, value in (TINY[stage] if args.tiny else {}).items():
         set_path(config.pipeline, path, value)
     return config
 
 
-def refine_config(args, coarse: Path, runs: Path, prior: Path):
-    from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
-    from single_image_nerf.method_configs import headless, refine_trainer_config
+def coarse_config(args, data: Path, runs: Path, prior: Path):
+    config = stage_config("coarse", args, runs, prior)
+    config.pipeline.datamanager.data = data
+    config.pipeline.model.albedo_iters = args.albedo_steps
+    return config
 
-    config = headless(refine_trainer_config(max_steps=args.refine_steps), args.device, runs)
-    config.experiment_name = "coffee"
-    config.steps_per_save = config.steps_per_eval_image = config.steps_per_eval_batch = 1_000_000
-    config.steps_per_eval_all_images = 1_000_000
+
+def refine_config(args, coarse: Path, runs: Path, prior: Path):
+    config = stage_config("refine", args, runs, prior)
     config.pipeline.model.coarse_config = coarse
-    config.pipeline.guidance = StableDiffusionGuidanceConfig(model_path=str(prior))
-    for path, value in (TINY["refine"] if args.tiny else {}).items():
-        set_path(config.pipeline, path, value)
     return config
 
 
