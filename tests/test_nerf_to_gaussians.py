@@ -10,7 +10,9 @@ import torch
 from analytic_fields import (LEVEL, SPHERE_CENTRE, SPHERE_COLOUR, SPHERE_RADIUS, hemisphere_albedo, sphere_albedo,
                              sphere_density)
 from single_image_nerf.errors import UserInputError
-from single_image_nerf.refine.nerf_to_gaussians import knn_scales, nerf_to_gaussians
+from single_image_nerf.refine.nerf_to_gaussians import (PinholeView, first_crossing, knn_scales, nerf_to_gaussians,
+                                                      reference_view_seeds)
+from single_image_nerf.refine.surface import evaluate_grid
 
 AABB = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
 
@@ -53,3 +55,77 @@ def test_knn_scales_on_a_lattice():
     scales = knn_scales(lattice, k=3)
     interior = ((lattice > 0.05) & (lattice < 0.35)).all(-1)
     torch.testing.assert_close(scales[interior], torch.full((int(interior.sum()), 3), 0.1))
+
+
+def sphere_view(size: int, azimuth: float = 0.0) -> PinholeView:
+    """The reference camera of the known objects (radius 2.5, fov 40) at `size` pixels, as nerfstudio builds it."""
+    from single_image_nerf.known_objects import ReferenceView, reference_cameras
+
+    return PinholeView.from_cameras(reference_cameras(ReferenceView(azimuth=azimuth, size=size)))
+
+
+def analytic_first_hit(view: PinholeView):
+    """Distance along every pixel ray to the exact sphere (inf on a miss)."""
+    origin, directions = view.pixel_rays()
+    offset = origin - torch.tensor(SPHERE_CENTRE)
+    half_b = directions @ offset
+    disc = half_b**2 - (offset @ offset - SPHERE_RADIUS**2)
+    return torch.where(disc > 0, -half_b - disc.clamp_min(0).sqrt(), torch.full_like(half_b, float("inf")))
+
+
+def test_pixel_rays_are_nerfstudios():
+    from single_image_nerf.known_objects import ReferenceView, reference_cameras
+
+    cameras = reference_cameras(ReferenceView(azimuth=30.0, elevation=15.0, size=20))
+    rays = cameras.generate_rays(camera_indices=0)
+    origin, directions = PinholeView.from_cameras(cameras).pixel_rays()
+    torch.testing.assert_close(directions, rays.directions.reshape(-1, 3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(origin.expand(400, 3), rays.origins.reshape(-1, 3), atol=1e-6, rtol=0)
+    pixel, distance = PinholeView.from_cameras(cameras).project(origin + 1.7 * directions)
+    assert torch.equal(pixel, torch.arange(400)) and torch.allclose(distance, torch.full((400,), 1.7))
+
+
+def test_first_crossing_meets_the_level_set():
+    view = sphere_view(40)
+    origin, directions = view.pixel_rays()
+    grid = evaluate_grid(sphere_density, AABB, 64)
+    found, exact = first_crossing(grid, origin, directions, LEVEL), analytic_first_hit(view)
+    core = torch.isfinite(exact) & (exact < 2.5 - 0.1)  # away from the silhouette, where a voxel decides
+    assert core.sum() > 300 and (found[core] - exact[core]).abs().max() < 0.25 * 2.0 / 63
+    assert torch.isinf(found[torch.isinf(exact)]).all()
+
+
+def test_reference_seeds_take_the_photos_colours_and_hidden_seeds_the_fields():
+    """The visibility split on a sphere: one seed per foreground pixel on the camera's side of the sphere with that
+    pixel's colour, exactly; the rest of the sphere (back-facing, or too oblique for a pixel to resolve) from the
+    field's colour; and the reference camera sees none of the hidden seeds."""
+    size = 64
+    view = sphere_view(size)
+    exact = analytic_first_hit(view)
+    photo = torch.rand(size, size, 4, generator=torch.Generator().manual_seed(3))
+    photo[..., 3] = torch.isfinite(exact).reshape(size, size).float()
+    seeds = reference_view_seeds(sphere_density, sphere_albedo, AABB, LEVEL, photo, view, num_hidden_points=2000,
+                                 resolution=64)
+    front = seeds.reference_visible
+    foreground = int(photo[..., 3].sum())
+    assert seeds.counts["reference"] == int(front.sum()) >= foreground - 4  # a few silhouette pixels may miss
+    assert seeds.counts["hidden"] == int((~front).sum()) == 2000 and seeds.counts["foreground_pixels"] == foreground
+    # Front seeds: on the sphere, each on its own pixel's ray, with that pixel's colour bit for bit.
+    centre = torch.tensor(SPHERE_CENTRE)
+    radial = seeds.means - centre
+    assert (radial[front].norm(dim=-1) - SPHERE_RADIUS).abs().max() < 0.01
+    pixel, distance = view.project(seeds.means[front])
+    assert torch.equal(seeds.colors[front], photo.reshape(-1, 4)[pixel, :3])
+    assert torch.unique(pixel).numel() == pixel.numel()
+    # Hidden seeds: the field's colour (no photo pixel has it), and none faces the camera squarely.
+    torch.testing.assert_close(seeds.colors[~front], torch.tensor(SPHERE_COLOUR).expand(2000, 3), atol=1e-6, rtol=0)
+    to_camera = torch.nn.functional.normalize(view.camera_to_world[:, 3] - seeds.means, dim=-1)
+    facing = (torch.nn.functional.normalize(radial, dim=-1) * to_camera).sum(dim=-1)
+    assert facing[front].min() > 0.0
+    assert facing[~front].max() < 0.5
+    assert (facing[~front] < 0).float().mean() > 0.8  # mostly the back half
+    # Scales: front seeds half a pixel wide at their depth; options cap the reference count.
+    assert seeds.scales[front].max() < 2.5 / view.fx
+    capped = reference_view_seeds(sphere_density, sphere_albedo, AABB, LEVEL, photo, view, num_hidden_points=10,
+                                  max_reference_points=100, resolution=32)
+    assert capped.counts == {**capped.counts, "reference": 100, "hidden": 10}

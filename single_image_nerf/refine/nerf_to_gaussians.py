@@ -1,16 +1,24 @@
-"""Coarse field to Gaussian seeds: points on the density level set, colours from the albedo field, scales from the
-distances to their nearest neighbours. A pure function over two field callables, plus a thin adapter for a model."""
+"""Coarse field to Gaussian seeds, as pure functions over two field callables, plus a thin adapter for a model.
+
+`nerf_to_gaussians`: points on the density level set, colours from the albedo field, scales from the distances to
+their nearest neighbours. `reference_view_seeds` (Make-It-3D's textured point cloud): every foreground pixel of the
+photo is carried along its ray to the first crossing of the same level set and becomes a Gaussian of the photo's
+colour; the rest of the level set, hidden from the reference camera, is seeded from the field as above.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+import math
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from single_image_nerf.refine.surface import FieldFn, ProgressFn, evaluate_grid, extract_surface, sample_surface
+from single_image_nerf.refine.surface import (DensityGrid, FieldFn, ProgressFn, Surface, evaluate_grid,
+                                              extract_surface, sample_surface)
 
 
 @dataclass
@@ -25,6 +33,10 @@ class GaussianSeeds:
     """(N, 3) standard deviations along the Gaussian's axes (isotropic at seeding)."""
     opacities: Tensor
     """(N, 1) opacities in (0, 1)."""
+    reference_visible: Optional[Tensor] = None
+    """(N,) bool: True for the seeds that carry the photo's colour (seen by the reference camera); None: none do."""
+    counts: Dict[str, int] = field(default_factory=dict)
+    """How the seeds were split (reference-view seeds, hidden-surface seeds, foreground pixels the surface missed)."""
 
     def __len__(self) -> int:
         return self.means.shape[0]
@@ -85,5 +97,187 @@ def seeds_from_model(model, level: float, **kwargs) -> GaussianSeeds:
     model.eval()
     try:
         return nerf_to_gaussians(model.query_density, model.query_albedo, model.scene_box.aabb.cpu(), level, **kwargs)
+    finally:
+        model.train(was_training)
+
+
+@dataclass
+class PinholeView:
+    """One pinhole camera in nerfstudio's convention (OpenGL axes: it looks down its -Z, +Y up in the image; pixel
+    centres at +0.5), as plain tensors."""
+
+    camera_to_world: Tensor
+    """(3, 4) camera-to-world matrix."""
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    @classmethod
+    def from_cameras(cls, cameras) -> "PinholeView":
+        """The first camera of a nerfstudio `Cameras`."""
+        camera = cameras.reshape(-1)[0:1]
+        return cls(camera.camera_to_worlds[0].detach().float().cpu(), float(camera.fx), float(camera.fy),
+                   float(camera.cx), float(camera.cy), int(camera.width), int(camera.height))
+
+    def pixel_rays(self) -> Tuple[Tensor, Tensor]:
+        """(origin (3,), unit directions (H*W, 3)) through every pixel centre, row-major, as nerfstudio's
+        `Cameras.generate_rays` builds them."""
+        v, u = torch.meshgrid(torch.arange(self.height, dtype=torch.float32) + 0.5,
+                              torch.arange(self.width, dtype=torch.float32) + 0.5, indexing="ij")
+        local = torch.stack([(u - self.cx) / self.fx, -(v - self.cy) / self.fy, -torch.ones_like(u)], dim=-1)
+        directions = local.reshape(-1, 3) @ self.camera_to_world[:, :3].T
+        return self.camera_to_world[:, 3].clone(), torch.nn.functional.normalize(directions, dim=-1)
+
+    def project(self, points: Tensor) -> Tuple[Tensor, Tensor]:
+        """(pixel index (N,) into the row-major image, -1 outside it or behind the camera; distance from the camera
+        centre (N,))."""
+        offset = points - self.camera_to_world[:, 3]
+        local = offset @ self.camera_to_world[:, :3]  # camera axes: x right, y up, z backward
+        forward = -local[:, 2]
+        ahead = forward > 1e-6
+        u = self.fx * local[:, 0] / forward.clamp_min(1e-6) + self.cx
+        v = -self.fy * local[:, 1] / forward.clamp_min(1e-6) + self.cy
+        column, row = torch.floor(u).long(), torch.floor(v).long()
+        inside = ahead & (column >= 0) & (column < self.width) & (row >= 0) & (row < self.height)
+        return torch.where(inside, row * self.width + column, torch.full_like(row, -1)), offset.norm(dim=-1)
+
+
+def first_crossing(grid: DensityGrid, origin: Tensor, directions: Tensor, level: float, step: Optional[float] = None,
+                   chunk: int = 1 << 22) -> Tensor:
+    """Distance along each unit ray (N,) to where the trilinearly interpolated grid density first reaches `level`
+    (linear between the two samples around it); inf where the ray never does inside the grid's box."""
+    values = torch.from_numpy(np.nan_to_num(grid.values, nan=0.0)).float()
+    volume = values.permute(2, 1, 0)[None, None]  # grid_sample reads (z, y, x) with x the fastest axis
+    low, high = torch.from_numpy(grid.aabb[0]).float(), torch.from_numpy(grid.aabb[1]).float()
+    step = float(step if step is not None else 0.5 * grid.spacing.min())
+    safe = torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
+    t0, t1 = (low - origin) / safe, (high - origin) / safe
+    near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(0.0)
+    far = torch.maximum(t0, t1).amin(dim=-1)
+    hits = torch.full((directions.shape[0],), float("inf"))
+    steps = int(math.ceil(float((far - near).clamp_min(0).max()) / step)) + 2 if directions.shape[0] else 0
+    if steps <= 2:
+        return hits
+    offsets = torch.arange(steps, dtype=torch.float32) * step
+    rays_per_chunk = max(1, chunk // steps)
+    for start in range(0, directions.shape[0], rays_per_chunk):
+        d, n, f = (x[start:start + rays_per_chunk] for x in (directions, near, far))
+        t = n[:, None] + offsets[None, :]
+        points = origin + t[..., None] * d[:, None, :]
+        normalised = (points - low) / (high - low) * 2.0 - 1.0
+        density = torch.nn.functional.grid_sample(volume, normalised[None, :, :, None, :], mode="bilinear",
+                                                  padding_mode="zeros", align_corners=True)[0, 0, :, :, 0]
+        density = torch.where(t <= f[:, None], density, torch.zeros_like(density))
+        above = density >= level
+        found = above.any(dim=1)
+        index = above.float().argmax(dim=1)
+        before = (index - 1).clamp_min(0)
+        d1 = density.gather(1, index[:, None])[:, 0]
+        d0 = density.gather(1, before[:, None])[:, 0]
+        fraction = torch.where((index > 0) & (d1 > d0), (level - d0) / (d1 - d0).clamp_min(1e-12),
+                               torch.zeros_like(d0)).clamp(0.0, 1.0)
+        distance = t.gather(1, before[:, None])[:, 0] + torch.where(index > 0, fraction * step, torch.zeros_like(d0))
+        hits[start:start + rays_per_chunk] = torch.where(found, distance, torch.full_like(distance, float("inf")))
+    return hits
+
+
+def hidden_surface_points(surface: Surface, count: int, view: PinholeView, reference_distance: Tensor,
+                          tolerance: float, generator: torch.Generator, rounds: int = 8) -> Tensor:
+    """`count` points (or fewer, if the hidden surface is too small to find them in `rounds` draws) spread uniformly
+    by area over the part of `surface` the reference camera does not see: points that project outside its image or
+    lie more than `tolerance` behind the surface that its pixel's ray, or a neighbouring pixel's, meets first
+    (`reference_distance`, (H*W,), inf where a ray meets nothing)."""
+    image = reference_distance.reshape(1, 1, view.height, view.width)
+    finite = torch.where(torch.isfinite(image), image, torch.full_like(image, -float("inf")))
+    # The farthest first crossing among the pixel and its 8 neighbours: a grazing surface changes depth by more than
+    # the tolerance within one pixel, and its samples must not pass for hidden.
+    farthest = torch.nn.functional.max_pool2d(finite, 3, stride=1, padding=1).reshape(-1)
+    reference_distance = torch.where(torch.isfinite(farthest), farthest, reference_distance)
+    kept, found = [], 0
+    for _ in range(rounds):
+        candidates = sample_surface(surface, max(2 * count, 1024), generator)
+        pixel, distance = view.project(candidates)
+        first = torch.where(pixel >= 0, reference_distance[pixel.clamp_min(0)], torch.full_like(distance, -1.0))
+        hidden = (pixel < 0) | (distance > first + tolerance)
+        kept.append(candidates[hidden])
+        found += int(hidden.sum())
+        if found >= count:
+            break
+    return torch.cat(kept)[:count]
+
+
+def reference_view_seeds(
+    density_fn: FieldFn,
+    albedo_fn: FieldFn,
+    aabb: Tensor,
+    level: float,
+    rgba: Tensor,
+    view: PinholeView,
+    num_hidden_points: int = 5000,
+    max_reference_points: int = 0,
+    resolution: int = 128,
+    opacity: float = 0.5,
+    reference_opacity: float = 0.9,
+    reference_scale: float = 0.5,
+    visibility_tolerance: float = 0.03,
+    k_neighbours: int = 3,
+    scale_multiplier: float = 1.0,
+    seed: int = 0,
+    chunk: int = 1 << 16,
+    progress: Optional[ProgressFn] = None,
+) -> GaussianSeeds:
+    """Seeds that keep the photo: first one per foreground pixel of `rgba` (H, W, 4; alpha above 0.5) seen through
+    `view`, at the first crossing of {density = level} along the pixel's ray, with the pixel's colour, opacity
+    `reference_opacity` and an isotropic scale of `reference_scale` pixels at its depth (`max_reference_points` > 0
+    keeps an evenly drawn subset of at most that many); then `num_hidden_points` on the rest of the level set, which
+    the reference camera does not see (`hidden_surface_points`), coloured by `albedo_fn` and sized as
+    `nerf_to_gaussians` does. `reference_visible` marks the first group; `counts` records the split."""
+    rgba = torch.as_tensor(rgba, dtype=torch.float32).cpu()
+    if tuple(rgba.shape[:2]) != (view.height, view.width):
+        raise ValueError(f"reference image {tuple(rgba.shape[:2])} does not match the camera "
+                         f"({view.height}, {view.width})")
+    grid = evaluate_grid(density_fn, aabb, resolution, chunk=chunk, progress=progress)
+    surface = extract_surface(grid, level)
+    origin, directions = view.pixel_rays()
+    distance = first_crossing(grid, origin, directions, level)
+    foreground = rgba.reshape(-1, 4)[:, 3] > 0.5
+    chosen = torch.nonzero(foreground & torch.isfinite(distance)).squeeze(-1)
+    generator = torch.Generator().manual_seed(seed)
+    if 0 < max_reference_points < chosen.numel():
+        chosen = chosen[torch.randperm(chosen.numel(), generator=generator)[:max_reference_points].sort().values]
+    front = origin + distance[chosen, None] * directions[chosen]
+    forward = -(directions[chosen] @ view.camera_to_world[:, 2])  # cosine to the optical axis: depth = t cos
+    front_scales = (reference_scale * distance[chosen] * forward / view.fx).clamp_min(1e-6)[:, None].expand(-1, 3)
+    back = hidden_surface_points(surface, num_hidden_points, view, distance, visibility_tolerance, generator) \
+        if num_hidden_points > 0 else torch.zeros(0, 3)
+    colours = []
+    with torch.no_grad():
+        for start in range(0, back.shape[0], chunk):
+            colours.append(albedo_fn(back[start:start + chunk]).float().cpu())
+    back_colours = torch.cat(colours) if colours else torch.zeros(0, 3)
+    back_scales = knn_scales(back, k_neighbours) * scale_multiplier if back.shape[0] else torch.zeros(0, 3)
+    count_front, count_back = front.shape[0], back.shape[0]
+    return GaussianSeeds(
+        means=torch.cat([front, back]).float(),
+        colors=torch.cat([rgba.reshape(-1, 4)[chosen, :3], back_colours.clamp(0.0, 1.0)]),
+        scales=torch.cat([front_scales.float(), back_scales.float()]),
+        opacities=torch.cat([torch.full((count_front, 1), float(reference_opacity)),
+                             torch.full((count_back, 1), float(opacity))]),
+        reference_visible=torch.cat([torch.ones(count_front, dtype=torch.bool), torch.zeros(count_back, dtype=torch.bool)]),
+        counts={"reference": count_front, "hidden": count_back, "foreground_pixels": int(foreground.sum()),
+                "missed_pixels": int((foreground & ~torch.isfinite(distance)).sum())},
+    )
+
+
+def reference_seeds_from_model(model, level: float, rgba: Tensor, view: PinholeView, **kwargs) -> GaussianSeeds:
+    """`reference_view_seeds` on a model exposing `query_density`, `query_albedo` and `scene_box` (the CoarseModel)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return reference_view_seeds(model.query_density, model.query_albedo, model.scene_box.aabb.cpu(), level, rgba,
+                                    view, **kwargs)
     finally:
         model.train(was_training)
