@@ -1,0 +1,415 @@
+"""Score distillation from Zero-1-to-3 (Zero123, Zero123-XL, Stable Zero123): a prior conditioned on the photo and on
+the camera of each novel view relative to the photo's.
+
+Loaded from a diffusers-format folder (hub id or path), component by component with `from_pretrained(folder,
+subfolder=...)`, so the custom pipeline class its model_index.json names is never imported: unet/ (8 input channels,
+the noisy latent and the reference latent), vae/, image_encoder/ (CLIP vision with projection), feature_extractor/,
+scheduler/, and the camera projection (a Linear, image embedding + 4 -> image embedding) read from its weight file,
+either `clip_camera_projection/` with keys `proj.*` (ashawkey's, bennyguo's conversions) or `cc_projection/` with
+keys `projection.*` (kxic's).
+
+The conditioning follows Zero123's training definition, each convention a pure function below:
+- the reference: the photo composited on white at the prior's image size (256 px), its CLIP image embedding through
+  the folder's feature extractor, and its VAE latent (the posterior mode, NOT multiplied by the scaling factor);
+- the camera: [Δpolar (radians), sin Δazimuth, cos Δazimuth, Δradius] of each novel camera relative to the
+  reference, where polar = 90° - elevation and azimuth runs from +X toward +Y about +Z. This is Zero123's own frame
+  (Objaverse renders, +Z up, azimuth atan2(y, x)) and ours, so the numbers pass through unchanged. Stable Zero123
+  replaces Δradius by the reference's absolute polar angle (radians);
+- the unconditional branch: zeros for both the projected embedding and the concatenated latent, first in the batch
+  [uncond; cond] that `chunk(2)` splits; eps_hat by `sds.classifier_free_guidance`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Literal, Optional, Tuple, Type
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from nerfstudio.cameras.cameras import Cameras
+from single_image_nerf.errors import UserInputError
+from single_image_nerf.guidance import sds
+from single_image_nerf.guidance.base import Guidance, GuidanceConfig, GuidanceContext
+from single_image_nerf.pretrained import ZERO123_ID, ModelUnavailableError
+
+MODEL_PATH_FLAG = "pipeline.guidance:zero123 --pipeline.guidance.model-path"
+"""The command-line option that points the guidance at a local folder (named in errors)."""
+WHAT = "Zero123 prior"
+REQUIRED = ("unet/config.json", "vae/config.json", "image_encoder/config.json",
+            "feature_extractor/preprocessor_config.json", "scheduler/scheduler_config.json")
+"""Files a diffusers-format Zero123 folder must hold (the projection is looked for apart: it has two names)."""
+SUBFOLDERS = ("unet", "vae", "image_encoder")
+"""The components with large weights."""
+PROJECTION_LAYOUTS = (("clip_camera_projection", "proj"), ("cc_projection", "projection"))
+"""(subfolder, key prefix) of the camera projection in the public folders, in the order they are looked for."""
+CameraEmbedding = Literal["auto", "zero123", "stable-zero123"]
+
+
+# ------------------------------------------------------------------------------------------- the conditioning
+def camera_vector(elevation: Tensor, azimuth: Tensor, radius: Tensor, reference_elevation: Tensor,
+                  reference_azimuth: Tensor, reference_radius: Tensor, absolute_polar: bool = False) -> Tensor:
+    """Zero123's camera numbers (B, 4) of views at (elevation, azimuth, radius), degrees and scene units, relative to
+    the reference view: [Δpolar rad, sin Δazimuth, cos Δazimuth, Δradius] with polar = 90° - elevation. With
+    `absolute_polar` (Stable Zero123) the last entry is the reference's polar angle in radians instead."""
+    elevation, azimuth, radius = (torch.as_tensor(v, dtype=torch.float32).reshape(-1)
+                                  for v in (elevation, azimuth, radius))
+    reference_elevation, reference_azimuth, reference_radius = (
+        torch.as_tensor(v, dtype=torch.float32).reshape(-1).to(elevation.device)
+        for v in (reference_elevation, reference_azimuth, reference_radius))
+    delta_polar = torch.deg2rad((90.0 - elevation) - (90.0 - reference_elevation))
+    delta_azimuth = torch.deg2rad(azimuth - reference_azimuth)
+    if absolute_polar:
+        last = torch.deg2rad(90.0 - reference_elevation).expand_as(elevation)
+    else:
+        last = radius - reference_radius
+    return torch.stack([delta_polar, torch.sin(delta_azimuth), torch.cos(delta_azimuth), last], dim=-1)
+
+
+def relative_camera_vector(cameras: Cameras, reference: Cameras, absolute_polar: bool = False) -> Tensor:
+    """`camera_vector` of each camera of `cameras` relative to the single camera `reference`, both read from their
+    camera-to-world matrices (on the device of `cameras`; nothing is read back)."""
+    from single_image_nerf.data.camera_sampling import pose_angles
+
+    azimuth, elevation, radius = pose_angles(cameras.camera_to_worlds)
+    ref_azimuth, ref_elevation, ref_radius = (v.reshape(-1)[:1].to(azimuth.device)
+                                              for v in pose_angles(reference.camera_to_worlds))
+    return camera_vector(elevation, azimuth, radius, ref_elevation, ref_azimuth, ref_radius, absolute_polar)
+
+
+def white_composite(rgba: Float[Tensor, "H W 4"], size: int) -> Float[Tensor, "1 3 S S"]:
+    """The reference RGBA in [0, 1] over white, resized to size x size (antialiased when shrinking): Zero123 was
+    trained on objects rendered over white."""
+    from single_image_nerf.guidance.latents import resize
+
+    rgba = torch.as_tensor(rgba, dtype=torch.float32)
+    rgb, alpha = rgba[..., :3], rgba[..., 3:]
+    white = rgb * alpha + (1.0 - alpha)
+    return resize(white.permute(2, 0, 1)[None].contiguous(), size).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def reference_latent(vae, image: Float[Tensor, "1 3 S S"]) -> Tensor:
+    """The VAE latent of the reference image in [0, 1]: the posterior mode, not multiplied by the scaling factor (as
+    Zero123 was trained; fp32 out)."""
+    dtype = next(vae.parameters()).dtype
+    return vae.encode((image * 2.0 - 1.0).to(dtype)).latent_dist.mode().float()
+
+
+@torch.no_grad()
+def clip_image_embedding(image_encoder, feature_extractor, image: Float[Tensor, "1 3 S S"]) -> Tensor:
+    """(1, 1, D) CLIP image embedding of an image in [0, 1], preprocessed by the folder's feature extractor (resize,
+    centre crop, CLIP normalisation; no second rescale of values already in [0, 1])."""
+    array = image[0].permute(1, 2, 0).float().cpu().numpy()
+    pixels = feature_extractor(images=array, do_rescale=False, return_tensors="pt").pixel_values
+    parameter = next(image_encoder.parameters())
+    return image_encoder(pixels.to(parameter.device, parameter.dtype)).image_embeds.float()[:, None, :]
+
+
+@torch.no_grad()
+def project_camera(projection, image_embedding: Tensor, camera: Tensor) -> Tensor:
+    """(B, 1, D) cross-attention states: the projection of [image embedding, camera numbers] for each camera."""
+    weight = projection.weight
+    count = camera.shape[0]
+    joined = torch.cat([image_embedding.to(weight.device).expand(count, -1, -1), camera.to(weight.device)[:, None, :]],
+                       dim=-1)
+    return projection(joined.to(weight.dtype)).float()
+
+
+def guidance_batch(noisy: Tensor, reference: Tensor, states: Tensor) -> Tuple[Tensor, Tensor]:
+    """The UNet inputs of classifier-free guidance, unconditional half first: ([z_t; z_t] with [0; reference latent]
+    concatenated on the channels, [0; states]). `output.chunk(2)` then yields (uncond, cond)."""
+    count = noisy.shape[0]
+    reference = reference.to(noisy).expand(count, -1, -1, -1)
+    latents = torch.cat([torch.cat([noisy, torch.zeros_like(reference)], dim=1), torch.cat([noisy, reference], dim=1)])
+    return latents, torch.cat([torch.zeros_like(states), states])
+
+
+def detect_camera_embedding(model: str, folder: Path) -> str:
+    """"stable-zero123" when the hub id, the folder's name (its repository's, in a hub cache) or model_index.json's
+    `_name_or_path` says Stable Zero123, else "zero123"."""
+    folder = Path(folder)
+    names = [Path(model).name if Path(model).expanduser().is_dir() else model, folder.name]
+    if folder.parent.name == "snapshots":
+        names.append(folder.parent.parent.name)
+    try:
+        names.append(str(json.loads((Path(folder) / "model_index.json").read_text()).get("_name_or_path", "")))
+    except (OSError, ValueError, AttributeError):
+        pass
+    return "stable-zero123" if any(re.search(r"stable[-_ ]?zero[-_ ]?123", n.lower()) for n in names) else "zero123"
+
+
+# ------------------------------------------------------------------------------------------------- loading
+@dataclass
+class Zero123Parts:
+    """The frozen components of a Zero123 folder."""
+
+    unet: Any
+    vae: Any
+    image_encoder: Any
+    feature_extractor: Any
+    projection: Any
+    scheduler: Any
+    folder: Path
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent along a side (8 for Zero123)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def native_resolution(self) -> int:
+        """Side in pixels of the images the UNet was trained on (256 for Zero123)."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+
+def zero123_folder(model: str, flag: str = MODEL_PATH_FLAG) -> Path:
+    """The local folder of `model` (hub id or folder) with the files the guidance needs; one line if there is none."""
+    from single_image_nerf.pretrained import resolve_hub_weights
+
+    extra = tuple(f"{name}/*" for name, _ in PROJECTION_LAYOUTS)
+    return resolve_hub_weights(model, WHAT, flag, REQUIRED, SUBFOLDERS, extra_patterns=extra)
+
+
+def _read_weights(path: Path) -> Dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_projection(folder: Path, model: str, flag: str = MODEL_PATH_FLAG) -> torch.nn.Linear:
+    """The camera projection of a Zero123 folder as a Linear: `clip_camera_projection/` (`proj.*`) or
+    `cc_projection/` (`projection.*`), from its safetensors (or, failing that, its PyTorch weights)."""
+    for name, prefix in PROJECTION_LAYOUTS:
+        sub = Path(folder) / name
+        files = sorted(sub.glob("*.safetensors")) or sorted(sub.glob("*.bin"))
+        if not files:
+            continue
+        try:
+            tensors = _read_weights(files[0])
+        except Exception as error:  # noqa: BLE001 - any unreadable file ends in one line
+            raise ModelUnavailableError(f"the {WHAT} '{model}' has an unreadable camera projection {files[0]} "
+                                        f"({type(error).__name__}); pass a complete folder with {flag} PATH") from None
+        prefixes = [p for p in (prefix, *(other for _, other in PROJECTION_LAYOUTS)) if f"{p}.weight" in tensors]
+        if not prefixes:
+            raise ModelUnavailableError(
+                f"the {WHAT} '{model}' has a camera projection {files[0]} without '{prefix}.weight' (keys: "
+                f"{', '.join(sorted(tensors))[:120]}); pass a complete folder with {flag} PATH")
+        weight = tensors[f"{prefixes[0]}.weight"]
+        bias = tensors.get(f"{prefixes[0]}.bias")
+        linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(weight.float())
+            if bias is not None:
+                linear.bias.copy_(bias.float())
+        return linear
+    layouts = " or ".join(f"{name}/ ({prefix}.*)" for name, prefix in PROJECTION_LAYOUTS)
+    raise ModelUnavailableError(f"the {WHAT} '{model}' has no camera projection ({layouts}) in {folder}; pass a "
+                                f"complete diffusers-format Zero123 folder with {flag} PATH")
+
+
+def load_zero123(model: str, device, dtype, flag: str = MODEL_PATH_FLAG, folder: Optional[Path] = None) -> Zero123Parts:
+    """Every component of `model` (hub id or folder), frozen, on `device`, weights in `dtype`."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    from single_image_nerf.guidance.loading import freeze, load_component
+
+    folder = folder if folder is not None else zero123_folder(model, flag)
+    projection = load_projection(folder, model, flag)  # before minutes of loading
+    unet = load_component(UNet2DConditionModel.from_pretrained, folder, model, flag, subfolder="unet",
+                          torch_dtype=dtype)
+    if int(unet.config.in_channels) != 2 * int(unet.config.out_channels):
+        raise ModelUnavailableError(
+            f"the {WHAT} '{model}' has a UNet with {unet.config.in_channels} input channels, not Zero123's "
+            f"{2 * unet.config.out_channels} (noisy and reference latents); pass a Zero123 folder with {flag} PATH")
+    vae = load_component(AutoencoderKL.from_pretrained, folder, model, flag, subfolder="vae", torch_dtype=dtype)
+    encoder = load_component(CLIPVisionModelWithProjection.from_pretrained, folder, model, flag,
+                             subfolder="image_encoder", torch_dtype=dtype)
+    extractor = load_component(CLIPImageProcessor.from_pretrained, folder, model, flag, subfolder="feature_extractor")
+    embed = int(encoder.config.projection_dim)
+    if projection.in_features != embed + 4 or projection.out_features != int(unet.config.cross_attention_dim):
+        raise ModelUnavailableError(
+            f"the {WHAT} '{model}' has a camera projection {projection.in_features} -> {projection.out_features}, "
+            f"not {embed + 4} -> {unet.config.cross_attention_dim} (image embedding + 4 camera numbers -> the UNet's "
+            f"cross-attention); pass a consistent folder with {flag} PATH")
+    scheduler = load_component(DDPMScheduler.from_pretrained, folder, model, flag, subfolder="scheduler")
+    projection = projection.to(dtype=dtype)  # the others were loaded in `dtype`
+    modules = {name: freeze(module.to(device)) for name, module in
+               (("unet", unet), ("vae", vae), ("image_encoder", encoder), ("projection", projection))}
+    return Zero123Parts(feature_extractor=extractor, scheduler=scheduler, folder=folder, **modules)
+
+
+# -------------------------------------------------------------------------------------------------- guidance
+@dataclass
+class Zero123GuidanceConfig(GuidanceConfig):
+    """Score distillation from Zero-1-to-3 conditioned on the photo and each view's camera relative to it."""
+
+    _target: Type = field(default_factory=lambda: Zero123Guidance)
+    model_path: str = ZERO123_ID
+    """Hub id or local folder of a diffusers-format Zero123 (Zero123, Zero123-XL, Stable Zero123)."""
+    camera_embedding: CameraEmbedding = "auto"
+    """Fourth camera number: zero123 (Δradius), stable-zero123 (the reference's absolute polar angle), or auto (
+    stable-zero123 when the id or folder names Stable Zero123)."""
+    weight: float = 0.015
+    """Multiplier of the loss: threestudio's zero123 lambda_sds 0.003 against lambda_rgb 200, scaled to our rgb 1000."""
+    guidance_scale: float = 3.0
+    """Classifier-free guidance scale s in eps_uncond + s (eps_cond - eps_uncond) (threestudio's zero123: 3)."""
+    t_range: Tuple[float, float] = (0.02, 0.98)
+    """(t_min, t_max) as fractions of the training timesteps at the start (threestudio's zero123)."""
+    t_range_end: Tuple[float, float] = (0.02, 0.98)
+    """(t_min, t_max) once annealed (threestudio's zero123 keeps the range; stable-zero123 ends at (0.3, 0.8))."""
+    anneal: sds.AnnealKind = "none"
+    """How the range moves from `t_range` to `t_range_end`: none, linear, sqrt or step."""
+    anneal_start_step: int = 0
+    """Step at which the annealing starts."""
+    anneal_steps: int = 5000
+    """Steps the annealing lasts."""
+    weighting: sds.Weighting = "sds"
+    """w(t): sds = 1 - abar_t (threestudio's zero123), sqrt, uniform or fantasia3d."""
+    grad_clip: Optional[float] = None
+    """Clamp each element of w(t)(eps_hat - eps) to [-grad_clip, grad_clip]; None: no clipping."""
+    encoder: Literal["auto", "vae", "latent"] = "auto"
+    """How renders become latents: vae (encoder at `resolution`), latent (affine colour map at latent size), auto (vae
+    on CUDA, latent elsewhere), as for the Stable Diffusion guidance."""
+    resolution: Optional[int] = None
+    """Image side the latents stand for, and of the reference composite; None: the model's native size (256)."""
+    seed: int = 0
+    """Seed of the timesteps and the noise."""
+
+
+@dataclass
+class Zero123Trace:
+    """What one score evaluation used and produced."""
+
+    t: Tensor
+    noise: Tensor
+    noisy: Tensor
+    eps_hat: Tensor
+    grad: Tensor
+
+
+class Zero123Guidance(Guidance):
+    """SDS from a frozen Zero123 kept outside the Model; the reference is encoded once at set-up."""
+
+    config: Zero123GuidanceConfig
+
+    def __init__(self, config: Zero123GuidanceConfig, context: GuidanceContext,
+                 model_path_flag: str = MODEL_PATH_FLAG) -> None:
+        super().__init__(config, context)
+        from single_image_nerf.guidance.latents import fit_linear_latent_map
+        from single_image_nerf.guidance.stable_diffusion import choose_encoder
+
+        if context.reference_image is None or context.reference_cameras is None:
+            raise UserInputError("the zero123 guidance needs the reference image and its camera (a training run "
+                                 "with the single-image dataparser)")
+        if config.camera_embedding not in ("auto", "zero123", "stable-zero123"):
+            raise UserInputError(f"unknown camera embedding {config.camera_embedding!r}: use auto, zero123 or "
+                                 "stable-zero123")
+        self.device = torch.device(context.device)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.folder = folder = zero123_folder(config.model_path, model_path_flag)
+        parts = load_zero123(config.model_path, self.device, self.dtype, model_path_flag, folder=folder)
+        kind = config.camera_embedding
+        self.camera_embedding = detect_camera_embedding(config.model_path, folder) if kind == "auto" else kind
+        self.unet, self.vae, self.projection = parts.unet, parts.vae, parts.projection
+        self.vae_scale_factor = parts.vae_scale_factor
+        resolution = config.resolution or parts.native_resolution
+        if resolution <= 0 or resolution % self.vae_scale_factor:
+            raise UserInputError(f"pipeline.guidance:zero123 --pipeline.guidance.resolution {resolution}: must be a "
+                                 f"positive multiple of {self.vae_scale_factor} (the VAE's pixels per latent)")
+        self.resolution, self.latent_size = resolution, resolution // self.vae_scale_factor
+        self.encoder = choose_encoder(config.encoder, self.device)
+        self.latent_map = fit_linear_latent_map(self.vae, self.device) if self.encoder == "latent" else None
+        image = white_composite(context.reference_image, self.resolution).to(self.device)
+        self.reference_image = image
+        self.reference_latent = reference_latent(self.vae, image)
+        self.image_embedding = clip_image_embedding(parts.image_encoder, parts.feature_extractor, image)
+        # The image encoder is needed only for the reference: not kept.
+        self.reference_cameras = context.reference_cameras.to(self.device)
+        self.num_train_timesteps = int(parts.scheduler.config.num_train_timesteps)
+        self.prediction_type = str(parts.scheduler.config.prediction_type)
+        self.alphas_cumprod = parts.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.t_generator = torch.Generator().manual_seed(config.seed)
+        self.noise_generator = torch.Generator().manual_seed(config.seed + 1)
+        self._skipped = torch.zeros((), dtype=torch.long, device=self.device)
+        self._skipped_reported = 0
+        self.last_trace: Optional[Zero123Trace] = None
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def timestep_range(self, step: int) -> Tuple[float, float]:
+        """(t_min, t_max) as fractions at `step`."""
+        c = self.config
+        return sds.timestep_range(step, c.t_range, c.t_range_end, c.anneal, c.anneal_start_step, c.anneal_steps)
+
+    def encode(self, images: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 4 h w"]:
+        """Latents (scaled, as the UNet's noisy input) of renders in [0, 1], differentiable in the renders."""
+        from single_image_nerf.guidance.latents import resize, vae_encode
+
+        images = images.to(self.device, torch.float32)
+        if self.encoder == "vae":
+            return vae_encode(self.vae, resize(images, self.resolution))
+        return self.latent_map.encode(resize(images, self.latent_size))
+
+    def camera_states(self, cameras: Cameras) -> Tensor:
+        """(B, 1, D) cross-attention states of each camera: the image embedding and its camera numbers, projected."""
+        camera = relative_camera_vector(cameras.to(self.device), self.reference_cameras,
+                                        absolute_polar=self.camera_embedding == "stable-zero123")
+        return project_camera(self.projection, self.image_embedding, camera)
+
+    @torch.no_grad()
+    def score(self, latents: Tensor, states: Tensor, step: int, t: Optional[Tensor] = None,
+              noise: Optional[Tensor] = None) -> Zero123Trace:
+        """One UNet evaluation on [uncond; cond]; `t` and `noise` are drawn when not given."""
+        count = latents.shape[0]
+        if t is None:
+            t = sds.sample_timesteps(count, *self.timestep_range(step), self.num_train_timesteps, self.t_generator)
+        t = t.to(self.device, non_blocking=True)
+        if noise is None:
+            noise = torch.randn(latents.shape, generator=self.noise_generator)
+        noise = noise.to(self.device, torch.float32, non_blocking=True)
+        abar = self.alphas_cumprod[t]
+        noisy = sds.add_noise(latents.detach().float(), noise, abar)
+        inputs, hidden = guidance_batch(noisy, self.reference_latent, states)
+        output = self.unet(inputs.to(self.dtype), torch.cat([t, t]), encoder_hidden_states=hidden.to(self.dtype)
+                           ).sample.float()
+        eps_uncond, eps_cond = (sds.to_epsilon(part, noisy, abar, self.prediction_type) for part in output.chunk(2))
+        eps_hat = sds.classifier_free_guidance(eps_uncond, eps_cond, self.config.guidance_scale)
+        grad = sds.sds_gradient(eps_hat, noise, sds.sds_weight(abar, self.config.weighting), self.config.grad_clip)
+        return Zero123Trace(t=t, noise=noise, noisy=noisy, eps_hat=eps_hat, grad=grad)
+
+    def loss(self, images: Float[Tensor, "B 3 H W"], cameras: Cameras, step: int) -> Dict[str, Tensor]:
+        """{"zero123_sds_loss"}: SDS on the renders, zeroed on the device (and counted) when not finite."""
+        latents = self.encode(images)
+        trace = self.score(latents, self.camera_states(cameras), step)
+        ok = sds.all_finite(trace.grad, latents)
+        trace.grad = torch.where(ok, trace.grad, torch.zeros_like(trace.grad))
+        self.last_trace = trace
+        self._skipped = self._skipped + (~ok).long()
+        value = self.config.weight * sds.sds_loss(torch.where(ok, latents, torch.zeros_like(latents)), trace.grad)
+        return {"zero123_sds_loss": torch.where(ok, value, torch.zeros_like(value)).to(images.device)}
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps whose SDS was skipped for a non-finite score (read from the device: call it when logging)."""
+        skipped = int(self._skipped)
+        if skipped > self._skipped_reported:
+            warnings.warn(f"zero123 guidance: non-finite score in {skipped - self._skipped_reported} step(s) since "
+                          "the last report; their SDS was skipped", RuntimeWarning, stacklevel=2)
+            self._skipped_reported = skipped
+        return skipped
+
+    def status(self, step: int) -> Dict[str, float | Tensor]:
+        """The timestep range, the skipped steps and the last SDS gradient's norm (tensors, not read here)."""
+        t_min, t_max = self.timestep_range(step)
+        status: Dict[str, float | Tensor] = {"t_min": t_min, "t_max": t_max, "skipped_steps": self._skipped.float()}
+        if self.last_trace is not None:
+            status["sds_grad_norm"] = self.last_trace.grad.norm()
+        return status
