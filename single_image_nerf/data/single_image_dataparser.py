@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Type
+from typing import Optional, Type
 
 import torch
 
@@ -32,8 +33,9 @@ class SingleImageDataParserConfig(DataParserConfig):
     """Empty margin on each side of the recentred object, as a fraction of the image side."""
     reference_azimuth: float = 0.0
     """Azimuth of the reference camera in degrees (0: the object's front faces +X)."""
-    reference_elevation: float = 0.0
-    """Elevation of the reference camera in degrees above the XY plane."""
+    reference_elevation: Optional[float] = None
+    """Elevation of the reference camera in degrees above the XY plane; None: the data's meta.json `elevation_deg`
+    (sin-preprocess --elevation), else 0. View-conditioned priors (zero123, magic123) read it from this camera."""
     reference_radius: float = 2.5
     """Distance of the reference camera from the origin."""
     reference_fov: float = 40.0
@@ -60,6 +62,23 @@ class SingleImageDataParserConfig(DataParserConfig):
             )
 
 
+def reference_elevation(data: Path, override: Optional[float]) -> float:
+    """The reference camera's elevation in degrees: `override` when given, else `elevation_deg` of the data folder's
+    meta.json, else 0; one line if it is not a number in [-89, 89] (the orbit's limit)."""
+    value, source = override, "--pipeline.datamanager.dataparser.reference-elevation"
+    meta = Path(data) / "meta.json"
+    if value is None and Path(data).is_dir() and meta.is_file():
+        try:
+            value, source = json.loads(meta.read_text()).get("elevation_deg"), f"{meta} elevation_deg"
+        except (ValueError, AttributeError) as error:
+            raise UserInputError(f"{meta} is not a valid JSON object ({error}): rerun the preprocessing") from None
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -89.0 <= value <= 89.0:
+        raise UserInputError(f"reference elevation ({source}) must be a number of degrees in [-89, 89], got {value!r}")
+    return float(value)
+
+
 class SingleImageDataParser(DataParser):
     """Every split holds the same single reference view; the novel views come from the datamanager."""
 
@@ -73,7 +92,7 @@ class SingleImageDataParser(DataParser):
         size = view.rgba.shape[0]
         cameras = orbit_cameras(
             azimuth=torch.tensor([config.reference_azimuth]),
-            elevation=torch.tensor([config.reference_elevation]),
+            elevation=torch.tensor([reference_elevation(Path(config.data), config.reference_elevation)]),
             radius=torch.tensor([config.reference_radius]),
             fov=torch.tensor([config.reference_fov]),
             width=size,

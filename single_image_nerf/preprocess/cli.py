@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of the side left empty on each side of the object (default 0.15)",
     )
     parser.add_argument(
+        "--elevation", type=float, default=0.0,
+        help="elevation of the photo's camera in degrees above the object's horizontal plane, written to meta.json "
+        "for the reference camera and the Zero123 priors (default 0: taken level)",
+    )
+    parser.add_argument(
         "--mask-from", choices=("auto", "alpha", "sam", "grabcut"), default="auto",
         help="foreground source: the photo's alpha, SAM, or OpenCV GrabCut (no weights); "
         "auto = alpha when the photo has transparency, else SAM (default auto)",
@@ -98,6 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         options = PreprocessOptions(
             size=args.size,
             border=args.border,
+            elevation=args.elevation,
             mask_from=args.mask_from,
             sam_model=args.sam_model,
             sam_checkpoint=args.sam_checkpoint,

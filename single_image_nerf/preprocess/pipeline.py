@@ -72,6 +72,9 @@ class PreprocessOptions:
     """Hub id or local folder of the BLIP-2 model."""
     device: Optional[str] = None
     """Torch device for the models; default the current CUDA device if there is one, else the CPU."""
+    elevation: float = 0.0
+    """Elevation of the photo's camera in degrees above the object's horizontal plane, written to meta.json as
+    `elevation_deg` for the reference camera (and the Zero123 priors' polar angle, 90 - elevation)."""
     max_side: int = DEFAULT_MAX_SIDE
     """Photos larger than this on their longest side are downscaled on load."""
     overwrite: bool = False
@@ -125,6 +128,8 @@ def _check_options(opts: PreprocessOptions) -> None:
         raise PreprocessError(f"mask source '{opts.mask_from}' is unknown; choose one of {', '.join(MASK_SOURCES)}")
     if not 16 <= opts.size <= 4096:
         raise PreprocessError(f"size {opts.size} is outside 16..4096 px; 512 is the usual choice")
+    if not -89.0 <= opts.elevation <= 89.0:
+        raise PreprocessError(f"elevation {opts.elevation} is outside [-89, 89] degrees; 0 is a photo taken level")
     if not 0.0 <= opts.border < 0.5:
         raise PreprocessError(f"border {opts.border} is outside [0, 0.5); 0.15 is the usual choice")
     if opts.box is not None:
@@ -273,6 +278,7 @@ def _meta(
         },
         "size": opts.size,
         "border": opts.border,
+        "elevation_deg": opts.elevation,
         "crop_box": [round(v, 3) for v in crop.box_in_original(image.scale)],
         "crop_box_note": "x0 y0 x1 y1 in pixels of the upright full-resolution photo; may reach past its edges",
         "mask": mask_info,
