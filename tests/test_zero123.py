@@ -345,6 +345,21 @@ def test_reference_elevation_comes_from_meta_json_with_an_override(tmp_path):
     assert _reference_elevation(parse()) == pytest.approx(0.0, abs=1e-3)
 
 
+def test_preprocessing_writes_the_elevation_the_dataparser_reads(tmp_path):
+    from single_image_nerf.preprocess.errors import PreprocessError
+    from single_image_nerf.preprocess.pipeline import PreprocessOptions, preprocess_image
+    from tiny_training import write_ball_image
+
+    photo = write_ball_image(tmp_path / "photo.png", size=48)
+    options = PreprocessOptions(size=32, depth=False, caption_text="a ball", elevation=25.0, progress=False)
+    preprocess_image(photo, tmp_path / "data", options)
+    assert json.loads((tmp_path / "data" / "meta.json").read_text())["elevation_deg"] == 25.0
+    outputs = SingleImageDataParserConfig(data=tmp_path / "data", image_size=32).setup().get_dataparser_outputs()
+    assert _reference_elevation(outputs) == pytest.approx(25.0, abs=1e-3)
+    with pytest.raises(PreprocessError, match="elevation 120.0 is outside"):
+        preprocess_image(photo, tmp_path / "other", options, elevation=120.0)
+
+
 # ---------------------------------------------------------------------------------------------------- Magic123
 def test_magic123_gives_one_entry_per_prior_each_with_its_own_weight():
     sd_folder = str(tiny_stable_diffusion_folder())
