@@ -86,6 +86,7 @@ def refined(coarse_run, tmp_path_factory):
     trainer.setup()
     pipeline = trainer.pipeline
     seeded = {name: value.detach().clone() for name, value in pipeline.model.gauss_params.items()}
+    seeded["reference_visible"] = pipeline.model.reference_visible.clone()
     seeded_psnr = reference_psnr(pipeline)
     losses = []
     original = pipeline.get_train_loss_dict
@@ -113,8 +114,9 @@ def test_refine_trains_from_the_coarse_run(refined):
     trainer, seeded = refined["trainer"], refined["seeded"]
     model = trainer.pipeline.model
     assert isinstance(model, RefineSplatModel) and isinstance(model, SplatfactoModel)
-    assert seeded["means"].shape[0] == SEED_POINTS
-    # The seeds come from the coarse field: inside the scene box, around the origin, coloured by its albedo.
+    tagged = seeded["reference_visible"]
+    assert int((~tagged).sum()) == SEED_POINTS and 30 < int(tagged.sum()) <= 32 * 32  # hidden + reference-view seeds
+    # The seeds come from the coarse field: inside the scene box, around the origin.
     assert seeded["means"].abs().max() < 1.0 and 0.05 < seeded["means"].norm(dim=-1).mean() < 0.95
     # Every step ran with finite losses, including the contextual loss on the novel views.
     losses = refined["losses"]
@@ -127,10 +129,68 @@ def test_refine_trains_from_the_coarse_run(refined):
     assert model.num_points > SEED_POINTS
     for name, value in model.gauss_params.items():
         assert torch.isfinite(value).all(), name
-    moved = (model.means.detach()[:SEED_POINTS] - seeded["means"]).norm(dim=-1)
+    moved = (model.means.detach()[:SEED_POINTS] - seeded["means"][:SEED_POINTS]).norm(dim=-1)
     assert float(moved.max()) > 1e-5
     # The reference view does not collapse (measured: about +1 dB over the seeds in these 8 steps).
     assert reference_psnr(trainer.pipeline) > refined["seeded_psnr"] - 1.0
+
+
+def sh_colours(model) -> torch.Tensor:
+    """The view-independent colour of every Gaussian (N, 3), as the rasteriser evaluates a degree-0 SH."""
+    return (model.gauss_params["features_dc"].detach() * 0.28209479177387814 + 0.5).clamp_min(0.0)
+
+
+def test_a_short_refine_keeps_the_fronts_colours(refined):
+    """8 steps with the contextual loss on and densification at steps 3 and 6: every Gaussian tagged as seen by the
+    reference camera (its children too) still has one of the photo's seeded colours, bit for bit, and no SH detail
+    on top; the field-coloured rest was trained."""
+    trainer, seeded = refined["trainer"], refined["seeded"]
+    model = trainer.pipeline.model
+    tagged = model.reference_visible
+    assert tagged.shape[0] == model.num_points and model.strategy_state["reference_visible"] is tagged
+    photo = torch.as_tensor(model.kwargs["metadata"]["rgba"], dtype=torch.float32).reshape(-1, 4)
+    seeded_front = seeded["features_dc"][seeded["reference_visible"]]
+    now = model.gauss_params["features_dc"].detach()
+    assert int(tagged.sum()) >= int(seeded["reference_visible"].sum())
+    matches = (now[tagged][:, None, :] == seeded_front[None, :, :]).all(dim=-1).any(dim=1)
+    assert matches.all(), f"{int((~matches).sum())} reference-view Gaussians changed colour"
+    assert torch.all(model.gauss_params["features_rest"].detach()[tagged] == 0)
+    # Those colours are the photo's pixels (up to the SH round trip).
+    distance = (sh_colours(model)[tagged][:, None, :] - photo[None, :, :3]).abs().amax(dim=-1).amin(dim=1)
+    assert distance.max() < 1e-4
+    hidden_now, hidden_seeded = now[~tagged][:SEED_POINTS], seeded["features_dc"][~seeded["reference_visible"]]
+    assert (hidden_now - hidden_seeded).abs().max() > 1e-4
+
+
+def test_densification_carries_the_reference_tag_to_children(refined):
+    """gsplat's duplicate and split, run on the model's own parameters, optimisers and strategy state, give the
+    children of a tagged Gaussian the tag and those of an untagged one none; remove drops it with the Gaussian."""
+    import copy
+
+    from gsplat.strategy.ops import duplicate, remove, split
+
+    model = copy.deepcopy(refined["trainer"].pipeline.model)  # its optimisers come along, holding the copies
+    assert model.optimizers["means"].param_groups[0]["params"][0] is model.gauss_params["means"]
+    state = model.strategy_state
+    tagged = state["reference_visible"]
+    first_tagged, first_hidden = int(torch.nonzero(tagged)[0]), int(torch.nonzero(~tagged)[0])
+    count = model.num_points
+    mask = torch.zeros(count, dtype=torch.bool)
+    mask[[first_tagged, first_hidden]] = True
+    duplicate(model.gauss_params, model.optimizers, state, mask)
+    assert state["reference_visible"][count:].tolist() == [True, False]
+    mask = torch.zeros(count + 2, dtype=torch.bool)
+    mask[count] = True  # split the tagged clone: its two children come last
+    split(model.gauss_params, model.optimizers, state, mask)
+    assert state["reference_visible"][-2:].tolist() == [True, True]
+    assert state["reference_visible"].shape[0] == model.num_points == count + 3
+    keep_tags = state["reference_visible"].clone()
+    mask = torch.zeros(count + 3, dtype=torch.bool)
+    mask[-1] = True
+    remove(model.gauss_params, model.optimizers, state, mask)
+    assert torch.equal(state["reference_visible"], keep_tags[:-1])
+    model.step_post_backward(model.step)  # no renders recorded: only the buffer follows the state
+    assert torch.equal(model.reference_visible, state["reference_visible"])
 
 
 def test_refine_run_sits_beside_the_coarse_run_and_its_checkpoint_loads_as_ns_export_loads_it(refined, coarse_run):
@@ -359,3 +419,27 @@ def test_refine_guidance_has_its_own_schedule_not_the_coarse_one():
     methods, _ = discover_methods()
     registered = methods["single-image-refine"].pipeline.guidance
     assert (registered.t_range, registered.t_range_end, registered.guidance_scale) == ((0.02, 0.5), (0.02, 0.5), 6.0)
+
+
+def test_contextual_loss_without_its_weights_says_so_in_one_line_and_trains_on(refined, tmp_path, monkeypatch, capsys):
+    """On by default with ImageNet VGG16 weights; where they cannot be had (here: downloads off, empty cache) one line
+    says why and how to turn the loss off, and the novel-view losses go on without it."""
+    import copy
+
+    from single_image_nerf.refine.splat_model import RefineSplatModelConfig
+
+    assert RefineSplatModelConfig().contextual_loss_mult > 0 and RefineSplatModelConfig().contextual_vgg_weights == "imagenet"
+    monkeypatch.setenv("SINGLE_IMAGE_NERF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SINGLE_IMAGE_NERF_OFFLINE", "1")
+    model = copy.deepcopy(refined["trainer"].pipeline.model)
+    object.__setattr__(model, "_contextual", None)
+    model.config = copy.deepcopy(model.config)
+    model.config.contextual_vgg_weights = "imagenet"
+    capsys.readouterr()
+    assert model.prepare_contextual_loss() is False
+    views = {"rgb": torch.rand(1, 3, 16, 16, requires_grad=True), "accumulation": torch.rand(1, 16, 16, 1)}
+    losses = model.get_novel_view_loss_dict(views)
+    assert "contextual_loss" not in losses and losses
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Contextual loss off:"), lines
+    assert "SINGLE_IMAGE_NERF_OFFLINE" in lines[0] and "contextual-loss-mult 0" in lines[0]

@@ -19,6 +19,9 @@ class RefineDataManagerConfig(SingleImageDataManagerConfig):
         default_factory=lambda: NovelViewConfig(resolution=128, initial_azimuth_half_width=180.0, widen_steps=0)
     )
     """How novel cameras are drawn (the coarse stage already shaped every side: the full circle from the start)."""
+    reference_size: int = 0
+    """Side in pixels of the reference image fitted in this stage (0: the photo's own, the side of the preprocessed
+    rgba.png, rather than the coarse stage's smaller one)."""
 
 
 class RefineDataManager(SingleImageDataManager):

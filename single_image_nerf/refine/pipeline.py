@@ -53,11 +53,18 @@ class RefinePipelineConfig(SingleImagePipelineConfig):
         return None
 
     def setup(self, **kwargs) -> Any:
-        """Without --data, take the data and its dataparser settings from the coarse run, then build the pipeline."""
+        """Without --data, take the data and its dataparser settings from the coarse run; fit the reference view at
+        the photo's own resolution (or the datamanager's reference_size); then build the pipeline."""
         if self.datamanager.data is None:
             coarse = read_coarse_config(self.model.coarse_config)
             self.datamanager.data = coarse.pipeline.datamanager.data
             self.datamanager.dataparser = coarse.pipeline.datamanager.dataparser
+        from single_image_nerf.data.reference_image import photo_side
+
+        dataparser = self.datamanager.dataparser
+        side = self.datamanager.reference_size or photo_side(self.datamanager.data or dataparser.data)
+        if side:
+            dataparser.image_size = int(side)
         return super().setup(**kwargs)
 
 
@@ -77,9 +84,18 @@ class RefinePipeline(SingleImagePipeline):
         """Load the coarse run on the training device, seed the Gaussians from its field, and let it go."""
         model_config = self.config.model
         coarse = load_coarse_pipeline(model_config.coarse_config, self.device, data=self.config.datamanager.data)
-        seeds = self.model.seed_from_coarse_model(coarse.model)
+        reference = self.datamanager.train_dataset.cameras[0:1]
+        seeds = self.model.seed_from_coarse_model(coarse.model, reference)
         del coarse
         if torch.device(self.device).type == "cuda":
             torch.cuda.empty_cache()
         CONSOLE.print(f"Seeded {len(seeds)} Gaussians from {model_config.coarse_config} "
-                      f"(density level {model_config.seed_density_level}).")
+                      f"(density level {model_config.seed_density_level}).", soft_wrap=True, highlight=False)
+        if seeds.counts:
+            counts = seeds.counts
+            CONSOLE.print(f"Seeds: {counts['reference']} from the reference view ({int(reference.width)}x"
+                          f"{int(reference.height)} px, {counts['foreground_pixels']} foreground pixels, "
+                          f"{counts['missed_pixels']} missing the coarse surface), {counts['hidden']} from the coarse "
+                          f"field where the reference camera does not see.", soft_wrap=True, highlight=False)
+        if model_config.contextual_loss_mult > 0:
+            self.model.prepare_contextual_loss()

@@ -30,7 +30,8 @@ from single_image_nerf.errors import UserInputError
 from single_image_nerf.models.losses import (SharedLossWeights, composite, opacity_regularization,
                                              reference_view_losses)
 from single_image_nerf.refine.rasterizer import rasterize
-from single_image_nerf.refine.nerf_to_gaussians import GaussianSeeds, seeds_from_model
+from single_image_nerf.refine.nerf_to_gaussians import (GaussianSeeds, PinholeView, reference_seeds_from_model,
+                                                      seeds_from_model)
 
 
 @dataclass
@@ -42,7 +43,23 @@ class RefineSplatModelConfig(SplatfactoModelConfig, SharedLossWeights):
     """config.yml of the coarse (single-image-nerf) run whose field seeds the Gaussians; its data is used unless
     --data is given."""
     seed_num_points: int = 5000
-    """Gaussians seeded on the coarse density's level set."""
+    """Gaussians seeded from the coarse field on its level set: on the part the reference camera does not see, or
+    on all of it when seed_from_reference is off."""
+    seed_from_reference: bool = True
+    """Seed one Gaussian per foreground pixel of the reference image (at the resolution fitted in this stage) on the
+    coarse surface, with the photo's colour (Make-It-3D's textured point cloud)."""
+    seed_reference_points: int = 0
+    """At most this many reference-view Gaussians, drawn evenly from the foreground pixels (0: every pixel)."""
+    seed_reference_opacity: float = 0.9
+    """Initial opacity of the reference-view Gaussians."""
+    seed_reference_scale: float = 0.5
+    """Size of the reference-view Gaussians in reference pixels (standard deviation at their depth)."""
+    seed_visibility_tolerance: float = 0.03
+    """A level-set point counts as seen by the reference camera unless it lies this far (world units) behind the
+    surface the reference rays meet first."""
+    freeze_reference_colours: bool = True
+    """Keep the reference-view Gaussians (and their split and cloned children) at the photo's colours; the guidance
+    and the contextual loss act on the other Gaussians only."""
     seed_density_level: float = 10.0
     """Density level whose surface carries the seeds."""
     seed_grid_resolution: int = 128
@@ -59,8 +76,9 @@ class RefineSplatModelConfig(SplatfactoModelConfig, SharedLossWeights):
     """Steps before densification and pruning start."""
     num_downscales: int = 0
     """Unused by the refine stage: renders are always at the reference and novel-view resolutions."""
-    contextual_loss_mult: float = 0.0
-    """Weight of the contextual loss between novel-view renders and the reference image on VGG16 features (0: off)."""
+    contextual_loss_mult: float = 1.0
+    """Weight of the contextual loss between novel-view renders and the reference image on VGG16 features (0: off).
+    When its VGG16 weights cannot be had, training says so in one line and goes on without it."""
     contextual_vgg_weights: str = "imagenet"
     """VGG16 weights of the contextual loss: imagenet (torchvision's, downloaded once), a local .pth state dict, or
     random (tests only)."""
@@ -199,18 +217,33 @@ class RefineSplatModel(SplatfactoModel):
             revised_opacity=False,
             verbose=False,
         )
+        self.register_buffer("reference_visible", torch.zeros(0, dtype=torch.bool))
+        """(N,) True for the Gaussians that carry the photo's colours. During training it lives in the strategy's
+        state, which gsplat's duplicate, split and remove carry to the children; the buffer is its checkpoint copy."""
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        self.strategy_state["reference_visible"] = self.reference_visible
         object.__setattr__(self, "_contextual", None)  # frozen VGG, built on first use, never in a checkpoint
         object.__setattr__(self, "_contextual_reference", None)  # the reference RGBA on the device, copied once
 
     # ------------------------------------------------------------------------------------------------- seeding
     @torch.no_grad()
-    def seed_from_coarse_model(self, coarse_model) -> GaussianSeeds:
-        """Replace the Gaussians by seeds on the coarse model's density level set (see `nerf_to_gaussians`)."""
+    def seed_from_coarse_model(self, coarse_model, reference_camera: Optional[Cameras] = None) -> GaussianSeeds:
+        """Replace the Gaussians by seeds on the coarse model's density level set: with `reference_camera` (and
+        seed_from_reference on), the photo's pixels on the surface that camera sees and the field's colours on the
+        rest (`reference_view_seeds`); otherwise the field's colours everywhere (`nerf_to_gaussians`)."""
         config = self.config
-        seeds = seeds_from_model(coarse_model, config.seed_density_level, num_points=config.seed_num_points,
-                                 resolution=config.seed_grid_resolution, opacity=config.seed_opacity,
-                                 scale_multiplier=config.seed_scale_multiplier, seed=config.seed)
+        common = dict(resolution=config.seed_grid_resolution, opacity=config.seed_opacity,
+                      scale_multiplier=config.seed_scale_multiplier, seed=config.seed)
+        if config.seed_from_reference and reference_camera is not None:
+            rgba = torch.as_tensor(self.kwargs["metadata"]["rgba"], dtype=torch.float32)
+            seeds = reference_seeds_from_model(
+                coarse_model, config.seed_density_level, rgba, PinholeView.from_cameras(reference_camera.to("cpu")),
+                num_hidden_points=config.seed_num_points, max_reference_points=config.seed_reference_points,
+                reference_opacity=config.seed_reference_opacity, reference_scale=config.seed_reference_scale,
+                visibility_tolerance=config.seed_visibility_tolerance, **common)
+        else:
+            seeds = seeds_from_model(coarse_model, config.seed_density_level, num_points=config.seed_num_points,
+                                     **common)
         self.set_gaussians(seeds)
         return seeds
 
@@ -234,7 +267,21 @@ class RefineSplatModel(SplatfactoModel):
         }
         for name, value in values.items():
             self.gauss_params[name] = Parameter(value.to(device))
+        tagged = seeds.reference_visible if seeds.reference_visible is not None else torch.zeros(count, dtype=torch.bool)
+        self.reference_visible = tagged.to(device)
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        self.strategy_state["reference_visible"] = self.reference_visible
+
+    def load_state_dict(self, dict, **kwargs):  # type: ignore  # pylint: disable=redefined-builtin
+        """Splatfacto's resizing load, plus the reference-view tag (absent from runs saved before it existed: none
+        of their Gaussians is tagged), which goes back into the strategy's state."""
+        means = dict.get("gauss_params.means", dict.get("means"))
+        if means is not None:
+            dict.setdefault("reference_visible", torch.zeros(means.shape[0], dtype=torch.bool))
+            self.reference_visible = torch.zeros(means.shape[0], dtype=torch.bool, device=self.device)
+        result = super().load_state_dict(dict, **kwargs)
+        self.strategy_state["reference_visible"] = self.reference_visible
+        return result
 
     # ----------------------------------------------------------------------------------------------- training
     def step_cb(self, optimizers, step: int) -> None:
@@ -254,6 +301,7 @@ class RefineSplatModel(SplatfactoModel):
         if not self.step_discarded:
             self.strategy.step_post_backward_renders(self.gauss_params, self.optimizers, self.strategy_state, step,
                                                      self.step_infos)
+            self.reference_visible = self.strategy_state["reference_visible"]  # resized with the Gaussians
         self.step_infos = []
         self.step_discarded = False
 
@@ -266,13 +314,29 @@ class RefineSplatModel(SplatfactoModel):
             return host_to_device(torch.rand(count, 3, generator=self.generator), self.device)
         return host_to_device(self.background_color.reshape(1, 3), self.device).expand(count, 3)
 
-    def rasterize_cameras(self, cameras: Cameras, render_mode: str = "RGB",
-                          size: Optional[Tuple[int, int]] = None) -> Tuple[Tensor, Tensor, Dict]:
-        """Rasterise every Gaussian (or those in the crop box, outside training) into the cameras, which must share
-        one resolution, (width, height) = `size` when the caller knows it (else read from the cameras): (colours
-        [C,H,W,D], alphas [C,H,W,1], meta). Differentiable renders are remembered for the densification strategy."""
+    def held_params(self, novel_views: bool) -> Dict[str, Tensor]:
+        """The Gaussians' parameters for a render. In training, with freeze_reference_colours, the reference-view
+        Gaussians' colours carry no gradient, and in novel views (`novel_views`) none of their parameters does: the
+        photo's texture is kept, and the prior shapes only the rest."""
         params = {name: self.gauss_params[name] for name in ("means", "quats", "scales", "opacities",
                                                              "features_dc", "features_rest")}
+        tagged = self.reference_visible
+        if not (self.training and self.config.freeze_reference_colours and tagged.shape[0] == self.num_points):
+            return params
+        held = ("features_dc", "features_rest") + (("means", "quats", "scales", "opacities") if novel_views else ())
+        for name in held:
+            value = params[name]
+            params[name] = torch.where(tagged.reshape((-1,) + (1,) * (value.dim() - 1)), value.detach(), value)
+        return params
+
+    def rasterize_cameras(self, cameras: Cameras, render_mode: str = "RGB",
+                          size: Optional[Tuple[int, int]] = None, novel_views: bool = False
+                          ) -> Tuple[Tensor, Tensor, Dict]:
+        """Rasterise every Gaussian (or those in the crop box, outside training) into the cameras, which must share
+        one resolution, (width, height) = `size` when the caller knows it (else read from the cameras): (colours
+        [C,H,W,D], alphas [C,H,W,1], meta). Differentiable renders are remembered for the densification strategy;
+        `novel_views` holds the reference-view Gaussians still (`held_params`)."""
+        params = self.held_params(novel_views)
         if self.crop_box is not None and not self.training:
             keep = self.crop_box.within(params["means"]).squeeze(-1)
             params = {name: value[keep] for name, value in params.items()}
@@ -318,7 +382,7 @@ class RefineSplatModel(SplatfactoModel):
         in one rasterisation, with gradients, for the guidance: "rgb" (B, 3, H, W) composited on one background per
         image, "accumulation" (B, H, W, 1)."""
         size = None if image_size is None else (int(image_size[1]), int(image_size[0]))
-        render, alpha, _ = self.rasterize_cameras(cameras, "RGB", size)
+        render, alpha, _ = self.rasterize_cameras(cameras, "RGB", size, novel_views=True)
         backgrounds = self.backgrounds(render.shape[0])
         rgb = render[..., :3] + (1.0 - alpha) * backgrounds[:, None, None, :]
         return {"rgb": rgb.clamp(0.0, 1.0).permute(0, 3, 1, 2), "accumulation": alpha}
@@ -348,19 +412,34 @@ class RefineSplatModel(SplatfactoModel):
         """Novel-view terms: the opacity regulariser and, when weighted, the contextual loss to the reference."""
         config = self.config
         losses = opacity_regularization(views["accumulation"], config)
-        if config.contextual_loss_mult > 0:
+        if config.contextual_loss_mult > 0 and self.prepare_contextual_loss():
             losses["contextual_loss"] = config.contextual_loss_mult * self.contextual_loss(views)
         return losses
+
+    def prepare_contextual_loss(self) -> bool:
+        """Build the contextual loss's frozen VGG16 once; False (after one line saying why and how to silence it)
+        when its weights cannot be had, and the loss is then left out of training."""
+        if self._contextual is None and not getattr(self, "_contextual_unavailable", False):
+            from single_image_nerf.pretrained import ModelUnavailableError
+            from single_image_nerf.refine.contextual_loss import ContextualLoss
+
+            try:
+                object.__setattr__(self, "_contextual", ContextualLoss(
+                    self.config.contextual_vgg_weights, self.config.contextual_layers,
+                    image_size=self.config.contextual_image_size).to(self.device))
+            except ModelUnavailableError as error:
+                object.__setattr__(self, "_contextual_unavailable", True)
+                from nerfstudio.utils.rich_utils import CONSOLE
+
+                CONSOLE.print(f"Contextual loss off: {error} (or pass --pipeline.model.contextual-loss-mult 0)",
+                              soft_wrap=True, highlight=False, markup=False)
+        return self._contextual is not None
 
     def contextual_loss(self, views: Dict[str, Tensor]) -> Tensor:
         """Contextual loss of the novel-view renders against the reference image (from the data's metadata), both
         restricted to their masks."""
-        if self._contextual is None:
-            from single_image_nerf.refine.contextual_loss import ContextualLoss
-
-            object.__setattr__(self, "_contextual", ContextualLoss(
-                self.config.contextual_vgg_weights, self.config.contextual_layers,
-                image_size=self.config.contextual_image_size).to(self.device))
+        if not self.prepare_contextual_loss():
+            return views["rgb"].sum() * 0.0
         rgba = self._contextual_reference
         if rgba is None or rgba.device != self.device:
             rgba = host_to_device(torch.as_tensor(self.kwargs["metadata"]["rgba"], dtype=torch.float32), self.device)
