@@ -60,7 +60,7 @@ def test_held_out_views_avoid_the_reference_and_split_front_and_back():
     assert elevation.max() > 60 and elevation.min() < -60 and torch.allclose(radius, torch.full((10,), 2.5))
 
 
-def test_a_perfect_model_scores_perfectly(tmp_path):
+def test_a_perfect_model_scores_perfectly(tmp_path, capsys):
     obj = get_known_object("box")
     folder = write_reference_folder(obj, tmp_path / "box", ReferenceView(size=32))
     report = E.evaluate_pipeline(_pipeline(obj, data_dir=folder), _config())  # object found through meta.json
@@ -73,7 +73,11 @@ def test_a_perfect_model_scores_perfectly(tmp_path):
     assert geometry["f_score"] > 0.95 and geometry["chamfer"] < 0.02
     E.write_report(report, tmp_path / "report.json")
     assert json.loads((tmp_path / "report.json").read_text())["geometry"]["points"] == geometry["points"]
+    capsys.readouterr()
     E.print_report(report)
+    printed = capsys.readouterr().out
+    assert "vs box" in printed and "mean: held_out" in printed and "F-score" in printed
+    assert f"{report['summary']['held_out']['psnr']:.2f}" in printed and f"{geometry['f_score']:.3f}" in printed
 
 
 def test_a_turned_model_scores_worse_on_the_back(tmp_path):
