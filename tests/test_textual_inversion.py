@@ -116,3 +116,9 @@ def test_command_line_learns_and_saves(tmp_path, monkeypatch, capsys):
     runpy.run_path(str(REPO / "data_scripts" / "textual_inversion.py"), run_name="__main__")
     assert (tmp_path / "out" / "token.bin").is_file()
     assert "saved <cup>" in capsys.readouterr().out
+    token, learned, _ = load_token(tmp_path / "out")
+    parts = load_stable_diffusion(str(tiny_stable_diffusion_folder()), CPU, torch.float32, "--model-path")
+    initial = parts.text_encoder.get_input_embeddings().weight[
+        parts.tokenizer("photo", add_special_tokens=False).input_ids].mean(0)
+    assert token == "<cup>" and learned.shape == initial.shape
+    assert not torch.allclose(learned, initial)  # the one step moved the new token away from its initializer
