@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Type
@@ -33,12 +34,26 @@ class SingleImageTrainerConfig(TrainerConfig):
 
 
     def save_config(self) -> None:
-        """As nerfstudio does, with one line when the run folder cannot be written."""
+        """As nerfstudio does (ns-train calls it before anything else), after checking every input the run will read
+        (single_image_nerf/inputs.py), and with one line when the run folder cannot be written."""
+        from single_image_nerf.inputs import check_training_config
+
+        check_training_config(self)
         try:
             super().save_config()
         except OSError as error:
             raise UserInputError(f"cannot write the run folder {self.get_base_dir()}: "
                                  f"{error.strerror or error} (choose another --output-dir)") from None
+
+    def get_checkpoint_dir(self) -> Path:
+        """As nerfstudio does, after checking what is in the folder: nerfstudio's eval_setup (ns-viewer, ns-export)
+        and the project's commands ask for it before they read the latest checkpoint, so a checkpoint cut short or a
+        stray file there ends in one line instead of a torch.load traceback."""
+        from single_image_nerf.inputs import check_checkpoint_folder
+
+        folder = super().get_checkpoint_dir()
+        check_checkpoint_folder(folder)
+        return folder
 
 
 def checkpoint_steps(checkpoint_dir: Path) -> list:
@@ -164,9 +179,10 @@ class SingleImageTrainer(Trainer):
                                      f"{', '.join(map(str, steps))}")
         elif self.config.load_checkpoint is not None and not Path(self.config.load_checkpoint).is_file():
             raise UserInputError(f"--load-checkpoint {self.config.load_checkpoint} does not exist")
+        self._check_checkpoint_file()
         try:
             super()._load_checkpoint()
-        except (RuntimeError, EOFError, KeyError) as error:  # unreadable or foreign checkpoint
+        except (RuntimeError, EOFError, KeyError, IndexError, pickle.UnpicklingError) as error:  # a foreign file
             raise UserInputError(f"cannot load the checkpoint ({str(error).splitlines()[0][:160]}); pass a "
                                  "checkpoint written by single-image-nerf with the same model settings") from None
         if self._start_step > 0:
@@ -175,6 +191,15 @@ class SingleImageTrainer(Trainer):
             CONSOLE.print(f"Resuming at step {self._start_step}; training to step {total} ({remaining} steps left).")
             self.config.max_num_iterations = remaining
             self.step = self._start_step - 1  # what the final save writes when nothing is left to train
+
+    def _check_checkpoint_file(self) -> None:
+        """One line for a checkpoint to resume from that is empty, cut short or not a checkpoint at all."""
+        from single_image_nerf.inputs import check_checkpoint_file
+
+        if self.config.load_dir is not None:
+            check_checkpoint_file(Path(self.config.load_dir) / f"step-{self.config.load_step:09d}.ckpt")
+        elif self.config.load_checkpoint is not None:
+            check_checkpoint_file(Path(self.config.load_checkpoint))
 
     @check_main_thread
     def save_checkpoint(self, step: int) -> None:

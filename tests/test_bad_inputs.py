@@ -189,7 +189,7 @@ TRAIN_CASES = {
     "depth of another size": (lambda u: _set("pipeline.datamanager.data", u["bad_depth"]), "depth.npy"),
     "fov 180": (lambda u: _set("pipeline.datamanager.dataparser.reference_fov", 180.0), "fov"),
     "negative radius": (lambda u: _set("pipeline.datamanager.dataparser.reference_radius", -2.5), "radius"),
-    "image size 0": (lambda u: _set("pipeline.datamanager.dataparser.image_size", 0), "image size"),
+    "image size 0": (lambda u: _set("pipeline.datamanager.dataparser.image_size", 0), "image-size"),
     "novel fov 180": (lambda u: _set("pipeline.datamanager.novel_views.fov_range", (30.0, 180.0)), "fov"),
     "novel radius negative": (lambda u: _set("pipeline.datamanager.novel_views.radius_range", (-3.0, 3.0)),
                               "radius"),

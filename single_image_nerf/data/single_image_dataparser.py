@@ -16,6 +16,7 @@ from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from single_image_nerf.data.camera_sampling import orbit_cameras
 from single_image_nerf.data.reference_image import read_reference
 from single_image_nerf.errors import UserInputError
+from single_image_nerf.inputs import check_data
 
 
 @dataclass
@@ -88,6 +89,7 @@ class SingleImageDataParser(DataParser):
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         config = self.config
         config.validate()
+        check_data(Path(config.data))  # every file of the data, one line for each problem (docs/inputs.md)
         view = read_reference(Path(config.data), config.image_size, config.border, config.recenter)
         size = view.rgba.shape[0]
         cameras = orbit_cameras(
