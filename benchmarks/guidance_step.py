@@ -1,8 +1,16 @@
 #!/usr/bin/env python
-"""Milliseconds per step of the Stable Diffusion guidance apart from rendering, on the current device.
+"""Milliseconds per step of a guidance apart from rendering, on the current device.
 
     .venv/bin/python benchmarks/guidance_step.py                                  # tiny random pipeline
     .venv/bin/python benchmarks/guidance_step.py --architecture sd21-base --repeats 1 --warmup 0 --with-render
+    .venv/bin/python benchmarks/guidance_step.py --prior zero123                  # tiny random Zero123
+    .venv/bin/python benchmarks/guidance_step.py --prior magic123 --architecture real --repeats 1 --warmup 0
+
+`--prior zero123` times the Zero123 guidance the same way (the reference's CLIP embedding and VAE latent once at
+set-up, the camera projection per step, each encoder, the UNet on [uncond; cond] with 8 input channels); `--prior
+magic123` times both priors and their sum. `--architecture real` means sd21-base for Stable Diffusion and the
+Zero123-XL architecture (SD 1.x UNet with 8 input channels at 32² latents, the SD VAE at 256 px, CLIP ViT-L/14 image
+encoder) at random weights for Zero123: slow on a CPU (about a minute to build, seconds per UNet call).
 
 The guidance is built by its own code (`StableDiffusionGuidance.__init__`) and timed part by part: the text encoding
 (once, at set-up: the prompts are fixed, so nothing of it is paid per step), each encoder (vae: the VAE encoder at
@@ -80,6 +88,60 @@ def use_parts(parts) -> None:
 
     loading.stable_diffusion_folder = lambda *args, **kwargs: parts.folder
     loading.load_stable_diffusion = lambda *args, **kwargs: parts
+
+
+def zero123_parts(architecture: str, device, dtype):
+    """Zero123 parts: the tiny random folder (8x VAE, 64 px native) loaded through the guidance's own loader, or the
+    Zero123-XL architecture at random weights built in memory."""
+    import torch
+
+    from single_image_nerf.guidance.zero123 import Zero123Parts, load_zero123
+
+    _tests_on_path()
+    import tiny_zero123  # pylint: disable=import-outside-toplevel
+
+    folder = tiny_zero123.build_tiny_zero123(Path(tempfile.mkdtemp(prefix="guidance-step-")) / "zero123",
+                                             vae_downsample=8)
+    if architecture == "tiny":
+        return load_zero123(str(folder), device, dtype, "--model-path")
+    from diffusers import DDPMScheduler
+    from transformers import CLIPImageProcessor
+
+    from single_image_nerf.guidance.loading import freeze
+
+    torch.manual_seed(0)
+    unet, vae, image_encoder, projection = tiny_zero123.zero123_xl_modules()
+    modules = {name: freeze(module.to(device) if dtype == torch.float32 else module.to(device, dtype))
+               for name, module in (("unet", unet), ("vae", vae), ("image_encoder", image_encoder),
+                                    ("projection", projection))}
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, clip_sample=False)
+    extractor = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+    return Zero123Parts(feature_extractor=extractor, scheduler=scheduler, folder=Path("<in memory>"), **modules)
+
+
+def use_zero123_parts(parts) -> None:
+    """Make the Zero123 guidance take `parts` instead of loading from a folder."""
+    from single_image_nerf.guidance import zero123
+
+    zero123.zero123_folder = lambda *args, **kwargs: parts.folder
+    zero123.load_zero123 = lambda *args, **kwargs: parts
+
+
+def reference_context(device):
+    """A GuidanceContext with a reference photo (a red disc) and its camera at elevation 10."""
+    import torch
+
+    from single_image_nerf.data.camera_sampling import orbit_cameras
+    from single_image_nerf.guidance.base import GuidanceContext
+
+    side = 128
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    alpha = ((rows - side / 2) ** 2 + (cols - side / 2) ** 2 < (0.35 * side) ** 2).float()
+    rgba = torch.stack([torch.ones_like(alpha), 0.2 * torch.ones_like(alpha), 0.1 * torch.ones_like(alpha), alpha], -1)
+    camera = orbit_cameras(torch.tensor([0.0]), torch.tensor([10.0]), torch.tensor([2.5]), torch.tensor([40.0]), side,
+                           side)
+    return GuidanceContext(device=device, reference_image=rgba, reference_cameras=camera)
 
 
 # ------------------------------------------------------------------------------------------------------ timing
@@ -200,6 +262,68 @@ def guidance_rows(guide, parts, args, timer: Timer) -> Tuple[List[Tuple[str, flo
     return rows, totals
 
 
+def zero123_rows(guide, args, timer: Timer) -> Tuple[List[Tuple[str, float]], Dict[str, float]]:
+    """(label, ms) rows of the Zero123 guidance's parts, and the per-step sums for each encoder."""
+    import torch
+
+    from single_image_nerf.guidance import sds
+    from single_image_nerf.guidance.latents import fit_linear_latent_map
+
+    device = guide.device
+    cameras = cameras_for(args.views, args.render, device)
+    rows = [(f"set-up, once (latent map fit, {guide.resolution}px reference composite, CLIP embedding, VAE latent)",
+             guide.setup_ms)]
+    rows.append(("camera numbers and projection, per step", timer(lambda: guide.camera_states(cameras))))
+    states = guide.camera_states(cameras)
+    renders = torch.rand(args.views, 3, args.render, args.render, device=device)
+    totals: Dict[str, float] = {}
+    latents = None
+    for encoder in args.encoders:
+        guide.encoder = encoder
+        if encoder == "latent" and guide.latent_map is None:
+            guide.latent_map = fit_linear_latent_map(guide.vae, device)
+        forward: List[float] = []
+        backward: List[float] = []
+        for index in range(timer.warmup + timer.repeats):
+            images = renders.clone().requires_grad_(True)
+            timer.sync()
+            start = time.perf_counter()
+            latents = guide.encode(images)
+            timer.sync()
+            middle = time.perf_counter()
+            sds.sds_loss(latents, torch.randn_like(latents)).backward()
+            timer.sync()
+            if index >= timer.warmup:
+                forward.append(1000.0 * (middle - start))
+                backward.append(1000.0 * (time.perf_counter() - middle))
+        size = guide.resolution if encoder == "vae" else guide.latent_size
+        rows.append((f"encoder {encoder}: {args.render}px render -> {size}px -> {guide.latent_size}² latents, forward",
+                     statistics.median(forward)))
+        rows.append((f"encoder {encoder}: backward from the SDS loss to the renders", statistics.median(backward)))
+        totals[encoder] = statistics.median(forward) + statistics.median(backward) + rows[1][1]
+    clock = ModuleClock(guide.unet, timer)
+    latents = latents.detach()
+    for _ in range(timer.warmup):
+        guide.score(latents, states, step=0)
+    clock.reset()
+    score_ms = Timer(device, timer.repeats, 0)(lambda: guide.score(latents, states, step=0))
+    unet_ms = clock.total_ms / max(clock.calls, 1)
+    rows.append((f"UNet with CFG (batch {2 * args.views}, 8 input channels) at {guide.latent_size}² latents", unet_ms))
+    rows.append(("score around the UNet (noise, reference concat, CFG, w(t), gradient)", max(score_ms - unet_ms, 0.0)))
+    for encoder in totals:
+        totals[encoder] += score_ms
+    return rows, totals
+
+
+def print_rows(title: str, rows, totals) -> None:
+    print(title)
+    print("| part | ms |\n|---|---:|")
+    for label, ms in rows:
+        print(f"| {label} | {ms:,.1f} |")
+    for encoder, ms in totals.items():
+        print(f"| guidance total per step, encoder {encoder} (encode + score + backward) | {ms:,.1f} |")
+
+
 def full_step(parts, args, timer: Timer, encoder: str) -> Dict[str, float]:
     """One coarse training step through nerfstudio's Trainer with this guidance: ms per step and ms in the UNet."""
     from nerfstudio.engine.callbacks import TrainingCallbackLocation
@@ -250,7 +374,10 @@ def full_step(parts, args, timer: Timer, encoder: str) -> Dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--architecture", choices=("tiny", "sd21-base"), default="tiny")
+    parser.add_argument("--prior", choices=("stable-diffusion", "zero123", "magic123"), default="stable-diffusion")
+    parser.add_argument("--architecture", choices=("tiny", "sd21-base", "real"), default="tiny",
+                        help="tiny random models, or the real architectures at random weights (sd21-base = real "
+                             "for Stable Diffusion; Zero123-XL for Zero123)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--encoders", nargs="+", choices=("latent", "vae"), default=["latent", "vae"])
     parser.add_argument("--render", type=int, default=64, help="side of the novel-view render in pixels")
@@ -279,27 +406,49 @@ def main() -> None:
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     timer = Timer(device, args.repeats, args.warmup)
 
-    start = time.perf_counter()
-    parts = (sd21_base_parts if args.architecture == "sd21-base" else tiny_parts)(device, dtype)
-    build_s = time.perf_counter() - start
-    use_parts(parts)
-    config = StableDiffusionGuidanceConfig(model_path="<in memory>", prompt=PROMPT, negative_prompt=NEGATIVE,
-                                           resolution=args.resolution)
-    guide = config.setup(context=GuidanceContext(device=device))
-    rows, totals = guidance_rows(guide, parts, args, timer)
-
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"cpu, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
-    print(f"\nStable Diffusion guidance per step, {args.architecture} ({str(dtype).replace('torch.', '')}, {where}), "
-          f"{args.views} view(s) of {args.render}px, median of {args.repeats} after {args.warmup} warm-up; "
-          f"models built in {build_s:.1f} s")
-    print("| part | ms |\n|---|---:|")
-    for label, ms in rows:
-        print(f"| {label} | {ms:,.1f} |")
-    for encoder, ms in totals.items():
-        print(f"| guidance total per step, encoder {encoder} (encode + score + backward) | {ms:,.1f} |")
+    common = (f"({str(dtype).replace('torch.', '')}, {where}), {args.views} view(s) of {args.render}px, median of "
+              f"{args.repeats} after {args.warmup} warm-up")
+    real = args.architecture != "tiny"
+    step_totals: Dict[str, Dict[str, float]] = {}
+    parts = None
+    if args.prior in ("stable-diffusion", "magic123"):
+        start = time.perf_counter()
+        parts = (sd21_base_parts if real else tiny_parts)(device, dtype)
+        build_s = time.perf_counter() - start
+        use_parts(parts)
+        config = StableDiffusionGuidanceConfig(model_path="<in memory>", prompt=PROMPT, negative_prompt=NEGATIVE,
+                                               resolution=args.resolution)
+        guide = config.setup(context=GuidanceContext(device=device))
+        rows, step_totals["Stable Diffusion"] = guidance_rows(guide, parts, args, timer)
+        print_rows(f"\nStable Diffusion guidance per step, {'sd21-base' if real else 'tiny'} {common}; models built "
+                   f"in {build_s:.1f} s", rows, step_totals["Stable Diffusion"])
+        del guide
+    if args.prior in ("zero123", "magic123"):
+        from single_image_nerf.guidance.zero123 import Zero123GuidanceConfig
 
-    if args.with_render:
+        start = time.perf_counter()
+        z_parts = zero123_parts("real" if real else "tiny", device, dtype)
+        build_s = time.perf_counter() - start
+        use_zero123_parts(z_parts)
+        timer.sync()
+        start = time.perf_counter()
+        z_guide = Zero123GuidanceConfig(model_path="<in memory>", resolution=args.resolution).setup(
+            context=reference_context(device))
+        timer.sync()
+        z_guide.setup_ms = 1000.0 * (time.perf_counter() - start)
+        rows, step_totals["Zero123"] = zero123_rows(z_guide, args, timer)
+        print_rows(f"\nZero123 guidance per step, {'zero123-xl' if real else 'tiny'} {common}; models built in "
+                   f"{build_s:.1f} s", rows, step_totals["Zero123"])
+    if len(step_totals) == 2:
+        print("\nMagic123 (both priors on the same renders) per step")
+        print("| encoder | Stable Diffusion ms | Zero123 ms | total ms |\n|---|---:|---:|---:|")
+        for encoder in args.encoders:
+            sd_ms, z_ms = step_totals["Stable Diffusion"][encoder], step_totals["Zero123"][encoder]
+            print(f"| {encoder} | {sd_ms:,.1f} | {z_ms:,.1f} | {sd_ms + z_ms:,.1f} |")
+
+    if args.with_render and parts is not None:
         step = full_step(parts, args, timer, args.step_encoder)
         outside = step["step_ms"] - step["unet_ms"]
         print(f"\nfull coarse training step (Trainer, default model, shaded, {args.views} novel view(s) of "
