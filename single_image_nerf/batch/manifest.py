@@ -1,0 +1,174 @@
+"""What `sin-batch` runs: one row per object, read from a folder of photos, a glob, a single photo, or a CSV/JSONL
+manifest whose rows may override the run's options for their object.
+
+Manifest columns (CSV header or JSON keys): `image` (required; relative paths are read from the manifest's folder)
+and, all optional, `name` (the object's folder under the output; default: the image's stem), `caption` (given to
+sin-preprocess instead of a captioning model), `prompt` (the Stable Diffusion prior's prompt), `guidance` (a prior
+name: `stable-diffusion`, `none`, ...), `steps` (coarse steps), `refine_steps`, `mask_from` (`auto`, `alpha`, `sam`,
+`grabcut`) and `depth` (true/false). An empty cell means "not given". Pure Python: no torch, no Ray.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+from single_image_nerf.errors import UserInputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+"""Files a folder or a glob contributes (sin-preprocess reads these)."""
+MASK_SOURCES = ("auto", "alpha", "sam", "grabcut")
+"""Values of `mask_from` (sin-preprocess --mask-from)."""
+
+
+@dataclass(frozen=True)
+class ObjectRow:
+    """One object as the manifest gives it; None means "the run's default"."""
+
+    name: str
+    """Folder of the object under the output (letters, digits, '.', '_' and '-')."""
+    image: str
+    """Absolute path of the photo."""
+    caption: Optional[str] = None
+    """Caption written by preprocessing instead of one from the captioning model."""
+    prompt: Optional[str] = None
+    """Prompt of the Stable Diffusion prior (default: the caption)."""
+    guidance: Optional[str] = None
+    """Prior of both training stages (default: the project's default prior)."""
+    steps: Optional[int] = None
+    """Coarse steps."""
+    refine_steps: Optional[int] = None
+    """Refine steps."""
+    mask_from: Optional[str] = None
+    """Foreground source of preprocessing."""
+    depth: Optional[bool] = None
+    """Whether preprocessing estimates depth."""
+
+    def overrides(self) -> Dict[str, object]:
+        """The options this row sets (those not None), besides its name and image."""
+        return {k: v for k, v in asdict(self).items() if k not in ("name", "image") and v is not None}
+
+
+COLUMNS = tuple(f.name for f in fields(ObjectRow))
+
+
+def safe_name(text: str) -> str:
+    """`text` as a folder name: runs of other characters than letters, digits, '.', '_' and '-' become one '-'."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return name or "object"
+
+
+def _parse_bool(value: object, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "y", "on"):
+        return True
+    if text in ("0", "false", "no", "n", "off"):
+        return False
+    raise UserInputError(f"{where}: depth must be true or false, got {value!r}")
+
+
+def _parse_steps(value: object, column: str, where: str) -> int:
+    try:
+        steps = int(str(value).strip())
+    except ValueError:
+        steps = 0
+    if steps <= 0 or (isinstance(value, float) and not float(value).is_integer()):
+        raise UserInputError(f"{where}: {column} must be a positive integer, got {value!r}")
+    return steps
+
+
+def row_from_mapping(values: Dict[str, object], base: Path, where: str) -> ObjectRow:
+    """One manifest row (column -> value) as an ObjectRow; relative image paths are taken from `base`."""
+    unknown = sorted(set(values) - set(COLUMNS))
+    if unknown:
+        raise UserInputError(f"{where}: unknown column {unknown[0]!r} (known: {', '.join(COLUMNS)})")
+    given = {k: v for k, v in values.items() if v is not None and not (isinstance(v, str) and not v.strip())}
+    if "image" not in given:
+        raise UserInputError(f"{where}: no image given (every row needs an 'image' column)")
+    image = Path(str(given["image"]).strip()).expanduser()
+    image = (image if image.is_absolute() else base / image).resolve()
+    options: Dict[str, object] = {}
+    for column in ("caption", "prompt", "guidance"):
+        if column in given:
+            options[column] = str(given[column]).strip()
+    for column in ("steps", "refine_steps"):
+        if column in given:
+            options[column] = _parse_steps(given[column], column, where)
+    if "mask_from" in given:
+        mask_from = str(given["mask_from"]).strip()
+        if mask_from not in MASK_SOURCES:
+            raise UserInputError(f"{where}: mask_from must be one of {', '.join(MASK_SOURCES)}, got {mask_from!r}")
+        options["mask_from"] = mask_from
+    if "depth" in given:
+        options["depth"] = _parse_bool(given["depth"], where)
+    name = safe_name(str(given.get("name") or image.stem))
+    return ObjectRow(name=name, image=str(image), **options)
+
+
+def _csv_rows(path: Path) -> Iterable[ObjectRow]:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames:
+            raise UserInputError(f"{path}: empty manifest (the first line names the columns, e.g. image,caption)")
+        for number, values in enumerate(reader, start=2):
+            if None in values:
+                raise UserInputError(f"{path}:{number}: more cells than columns")
+            if all(not (v or "").strip() for v in values.values()):
+                continue
+            yield row_from_mapping({k.strip(): v for k, v in values.items()}, path.parent, f"{path}:{number}")
+
+
+def _jsonl_rows(path: Path) -> Iterable[ObjectRow]:
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            values = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserInputError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+        if not isinstance(values, dict):
+            raise UserInputError(f"{path}:{number}: not a JSON object")
+        yield row_from_mapping(values, path.parent, f"{path}:{number}")
+
+
+def _image_rows(paths: Iterable[Path]) -> List[ObjectRow]:
+    return [ObjectRow(name=safe_name(p.stem), image=str(p.resolve())) for p in paths]
+
+
+def read_manifest(source: str) -> List[ObjectRow]:
+    """The objects named by `source`: a folder (its images, sorted), a glob pattern, one image, or a .csv/.jsonl
+    manifest. Raises UserInputError (one line) for an empty source, a bad row or two objects with one name."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        rows = _image_rows(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        if not rows:
+            raise UserInputError(f"{source}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")
+    elif path.suffix.lower() == ".csv" and path.is_file():
+        rows = list(_csv_rows(path))
+    elif path.suffix.lower() in (".jsonl", ".ndjson") and path.is_file():
+        rows = list(_jsonl_rows(path))
+    elif path.is_file():
+        rows = _image_rows([path])
+    elif glob.has_magic(source):
+        matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+        rows = _image_rows(p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not rows:
+            raise UserInputError(f"{source}: no images match this pattern")
+    else:
+        raise UserInputError(f"{source}: no such folder, image, manifest (.csv, .jsonl) or glob pattern")
+    if not rows:
+        raise UserInputError(f"{source}: the manifest has no rows")
+    seen: Dict[str, str] = {}
+    for row in rows:
+        if row.name in seen:
+            raise UserInputError(f"two objects are named {row.name!r} ({seen[row.name]} and {row.image}); give each "
+                                 "row its own 'name' in a manifest")
+        seen[row.name] = row.image
+    return rows
