@@ -1,0 +1,200 @@
+"""The driver of `sin-batch`: reads the manifest, brings the store up to date, and runs every object's next stages as
+Ray tasks, one task per object and stage, at most `max_concurrent` objects at a time.
+
+Local Ray by default (a fresh instance for the run, `address="local"`, with this machine's CPUs; shut down at the
+end); `address` joins an existing cluster instead. A task asks for one GPU when the cluster has GPUs, else for its
+share of the CPUs (Ray sets OMP_NUM_THREADS in the worker to the CPUs a task holds, and the command inherits it).
+Only the driver writes the store; a task reports its result and the driver records the stage as done once it sees
+the stage's outputs on disk. Ray is imported here only, inside functions: the package imports without it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from single_image_nerf.batch import report
+from single_image_nerf.batch.manifest import read_manifest
+from single_image_nerf.batch.stages import STAGES, ObjectPaths, ObjectPlan, Settings, missing_outputs, resolve, run_stage
+from single_image_nerf.batch.store import Store
+from single_image_nerf.errors import UserInputError
+
+MISSING_RAY = 'sin-batch needs Ray, an optional extra: pip install -e ".[batch]" (or: pip install "ray>=2.9")'
+STORE_NAME = "batch.sqlite"
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    source: str
+    output: Path
+    settings: Settings
+    device: Optional[str] = None
+    retry_failed: bool = False
+    address: Optional[str] = None
+    max_concurrent: Optional[int] = None
+    progress: bool = True
+
+
+def ray_available() -> bool:
+    """Whether Ray can be imported (a module set to None in sys.modules counts as missing)."""
+    try:
+        import ray  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        return False
+    return True
+
+
+def stage_task(stage: str, plan_json: str, out: str, device: Optional[str]) -> Dict[str, object]:
+    """Body of the Ray task: one stage of one object, on the device the task holds unless one is forced."""
+    import ray  # pylint: disable=import-outside-toplevel
+
+    chosen = device or ("cuda" if ray.get_gpu_ids() else "cpu")
+    return run_stage(stage, ObjectPlan.from_json(plan_json), Path(out), chosen)
+
+
+def _lock(out: Path):
+    """Hold OUT/.sin-batch.lock for the life of the process: two drivers never share one store."""
+    handle = open(out / ".sin-batch.lock", "w")  # pylint: disable=consider-using-with
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UserInputError(f"another sin-batch is running on {out}; wait for it or stop it first") from None
+    return handle
+
+
+def _reset_missing(store: Store, out: Path, names: Sequence[str]) -> None:
+    """A done stage whose outputs are gone runs again, with every stage after it."""
+    for name in names:
+        rows = store.stages(name)
+        for index, row in enumerate(rows):
+            if row["status"] == "done" and missing_outputs(str(row["stage"]), ObjectPaths.of(out, name)):
+                store.reset(name, [str(r["stage"]) for r in rows[index:]])
+                break
+
+
+def _error_of(stage: str, error: BaseException) -> str:
+    cause = getattr(error, "cause", None) or error
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    return f"{stage}: {type(cause).__name__}: {text[:300]}"
+
+
+def _resources(ray_module) -> Tuple[int, int, int]:
+    """(CPUs, GPUs, CPUs of the largest node) of the cluster."""
+    total = ray_module.cluster_resources()
+    nodes = [node.get("Resources", {}) for node in ray_module.nodes() if node.get("Alive")]
+    largest = max((int(node.get("CPU", 0)) for node in nodes), default=int(total.get("CPU", 1)))
+    return int(total.get("CPU", 1)), int(total.get("GPU", 0)), max(largest, 1)
+
+
+def default_concurrency(cpus: int, gpus: int) -> int:
+    """Objects at a time: one per GPU; on CPUs only, one per 4 CPUs (1 on a machine with fewer than 4)."""
+    if gpus:
+        return gpus
+    return max(1, cpus // 4)
+
+
+def run_batch(options: BatchOptions, argv: Sequence[str] = ()) -> int:
+    """Run the batch; returns the exit status (0: every object done, 1: some failed or unfinished)."""
+    plans = [resolve(row, options.settings) for row in read_manifest(options.source)]
+    out = Path(options.output).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out)
+    store = Store(out / STORE_NAME)
+    try:
+        store.register(plans)
+        names = [plan.name for plan in plans]
+        _reset_missing(store, out, names)
+        todo = [name for name in names if store.next_stage(name, options.retry_failed)]
+        run_id = store.begin_run(list(argv))
+        timings: Dict[str, object] = {"stages_run": 0}
+        if todo:
+            timings = _run_with_ray(options, store, out, todo)
+        else:
+            print(f"nothing to run: every object in {out} is done" +
+                  ("" if options.retry_failed or not _any_failed(store, names) else
+                   " or failed (--retry-failed runs failed stages again)"))
+        rows = store.stages()
+        print(report.summary_table(rows, names))
+        index = report.write_index(out, rows, names)
+        print(f"index: {index}")
+        store.end_run(run_id, **timings)
+        return 0 if all(report.object_status(store.stages(name)) == "done" for name in names) else 1
+    finally:
+        store.close()
+        lock.close()
+
+
+def _any_failed(store: Store, names: Sequence[str]) -> bool:
+    return any(row["status"] == "failed" for name in names for row in store.stages(name))
+
+
+def _run_with_ray(options: BatchOptions, store: Store, out: Path, todo: List[str]) -> Dict[str, object]:
+    import ray  # pylint: disable=import-outside-toplevel
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+    started = time.perf_counter()
+    if options.address:
+        ray.init(address=options.address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                 logging_level=logging.WARNING, log_to_driver=False)
+    ray_start = time.perf_counter() - started
+    stages_run = 0
+    try:
+        cpus, gpus, largest = _resources(ray)
+        concurrent = options.max_concurrent or default_concurrency(cpus, gpus)
+        cpus_per_task = max(1, min(largest, cpus // max(gpus or concurrent, 1)))
+        task = ray.remote(max_retries=2)(stage_task).options(num_cpus=cpus_per_task, num_gpus=1 if gpus else 0)
+        queue = deque(todo)
+        running: Dict[object, Tuple[str, str]] = {}
+        remaining = {name: len(STAGES) - STAGES.index(store.next_stage(name, options.retry_failed)) for name in todo}
+        bar = tqdm(total=sum(remaining.values()), unit="stage", desc="sin-batch", disable=not options.progress,
+                   file=sys.stderr, dynamic_ncols=True)
+
+        def submit(name: str, stage: str) -> None:
+            store.mark_running(name, stage)
+            running[task.remote(stage, store.plan(name).to_json(), str(out), options.device)] = (name, stage)
+            bar.set_postfix_str(", ".join(f"{n}:{s}" for n, s in running.values()), refresh=True)
+
+        while queue or running:
+            while queue and len(running) < concurrent:
+                name = queue.popleft()
+                submit(name, str(store.next_stage(name, options.retry_failed)))
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                name, stage = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as error:
+                    result = {"ok": False, "error": _error_of(stage, error)}
+                stages_run += 1
+                if result.get("ok"):
+                    missing = missing_outputs(stage, ObjectPaths.of(out, name))
+                    if missing:
+                        result = {**result, "ok": False, "error": f"{stage}: the driver cannot see {missing}"}
+                store.mark_finished(name, stage, result)
+                remaining[name] -= 1
+                bar.update(1)
+                following = store.next_stage(name, retry_failed=False) if result.get("ok") else None
+                if following:
+                    submit(name, following)
+                else:
+                    bar.update(remaining[name])  # a failed object's later stages will not run
+                    remaining[name] = 0
+                    if not result.get("ok"):
+                        bar.write(f"{name}: {result['error']}")
+            bar.set_postfix_str(", ".join(f"{n}:{s}" for n, s in running.values()), refresh=True)
+        bar.close()
+    finally:
+        stopping = time.perf_counter()
+        ray.shutdown()
+        ray_stop = time.perf_counter() - stopping
+    return {"ray_start_s": ray_start, "ray_stop_s": ray_stop, "max_concurrent": concurrent, "stages_run": stages_run}
