@@ -1,11 +1,13 @@
 """The refine stage learns: from the Gaussians seeded by a short coarse run, a short refine run on the CPU (reference
 losses only, no prior) brings its render of the reference view much closer to the photo.
 
-Measured (2-core CPU, one torch thread, seed 0; 15 coarse steps, 300 seeds, 200 refine steps, about 10 s):
+Measured (2-core CPU, one torch thread, seed 0; 15 coarse steps, the default seeding: 112 Gaussians from the photo
+where the coarse surface lies under its pixels and 300 from the field where the reference camera does not see;
+200 refine steps, about 20 s):
 
     reference view    colour MSE (on white)   alpha MSE
-    seeded            0.0784                  0.1269
-    after refine      0.0158                  0.0034
+    seeded            0.0651                  0.1381
+    after refine      0.0023                  0.0026
 
 With the optimiser's step disabled the Gaussians keep their seeded values and neither error falls.
 """
@@ -24,10 +26,10 @@ pytestmark = pytest.mark.slow
 COARSE_STEPS = 15
 REFINE_STEPS = 200
 SEED_POINTS = 300
-COLOUR_FACTOR = 3.0
-"""The reference view's colour error must fall at least this many times (measured: 5.0)."""
+COLOUR_FACTOR = 5.0
+"""The reference view's colour error must fall at least this many times (measured: 28)."""
 ALPHA_FACTOR = 10.0
-"""The reference view's alpha error must fall at least this many times (measured: 37)."""
+"""The reference view's alpha error must fall at least this many times (measured: 53)."""
 
 
 def reference_errors(pipeline) -> tuple:
@@ -75,14 +77,14 @@ def test_a_short_refine_run_fits_the_reference_view(coarse_run, tmp_path):
         trainer = config.setup(local_rank=0, world_size=1)
         trainer.setup()
         pipeline = trainer.pipeline
-        seeded_means = pipeline.model.means.detach().clone()
+        seeds = pipeline.model.num_points
         seeded = reference_errors(pipeline)
         trainer.train()
         refined = reference_errors(pipeline)
     finally:
         torch.set_num_threads(threads)
 
-    assert seeded_means.shape[0] == SEED_POINTS
+    assert seeds > SEED_POINTS  # the field's hidden points and the photo's visible ones (the default seeding)
     assert seeded[0] > 0.02 and seeded[1] > 0.02, seeded  # the seeds leave something to learn
     assert refined[0] * COLOUR_FACTOR < seeded[0], (seeded, refined)
     assert refined[1] * ALPHA_FACTOR < seeded[1], (seeded, refined)
