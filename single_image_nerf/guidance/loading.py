@@ -38,11 +38,9 @@ SD_REQUIRED = (
 )
 """Files a diffusers Stable Diffusion folder must hold for the guidance."""
 @dataclass
-class StableDiffusionParts:
-    """The frozen components of a Stable Diffusion checkpoint (fp32 weights loaded, then cast to `dtype`)."""
+class DiffusionParts:
+    """The frozen components every latent diffusion prior has (fp32 weights loaded, then cast to the run's dtype)."""
 
-    tokenizer: Any
-    text_encoder: Any
     unet: Any
     vae: Any
     scheduler: Any
@@ -50,13 +48,21 @@ class StableDiffusionParts:
 
     @property
     def vae_scale_factor(self) -> int:
-        """How many pixels one latent covers along a side (8 for SD 1.x/2.x)."""
+        """How many pixels one latent covers along a side (8 for SD 1.x/2.x and Zero123)."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
     def native_resolution(self) -> int:
-        """Side in pixels of the images the UNet was trained on (512 for SD 1.5 and 2.1-base)."""
+        """Side in pixels of the images the UNet was trained on (512 for SD 2.1-base, 256 for Zero123)."""
         return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+
+@dataclass
+class StableDiffusionParts(DiffusionParts):
+    """The frozen components of a Stable Diffusion checkpoint."""
+
+    tokenizer: Any = None
+    text_encoder: Any = None
 
 
 def freeze(module):

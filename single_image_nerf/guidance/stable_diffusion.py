@@ -9,10 +9,9 @@ batch [uncond; cond] without gradients, eps_hat = eps_uncond + s (eps_cond - eps
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 from jaxtyping import Float
@@ -21,8 +20,9 @@ from torch import Tensor
 from nerfstudio.cameras.cameras import Cameras
 from single_image_nerf.errors import UserInputError
 from single_image_nerf.guidance import sds
-from single_image_nerf.guidance.base import Guidance, GuidanceConfig, GuidanceContext
+from single_image_nerf.guidance.base import GuidanceContext
 from single_image_nerf.guidance.clip_guidance import ClipGuidanceConfig
+from single_image_nerf.guidance.distillation import ScoreDistillationConfig, ScoreDistillationGuidance, ScoreTrace
 from single_image_nerf.guidance.loading import GuidanceUnavailableError  # noqa: F401  (re-exported for callers)
 from single_image_nerf.guidance.prompts import VIEWS, relative_view_angles, resolve_prompt, view_indices
 from single_image_nerf.pretrained import STABLE_DIFFUSION_ID
@@ -32,7 +32,7 @@ MODEL_PATH_FLAG = "pipeline.guidance:stable-diffusion --pipeline.guidance.model-
 
 
 @dataclass
-class StableDiffusionGuidanceConfig(GuidanceConfig):
+class StableDiffusionGuidanceConfig(ScoreDistillationConfig):
     """Score distillation sampling (DreamFusion) from Stable Diffusion, with view-dependent prompts."""
 
     _target: Type = field(default_factory=lambda: StableDiffusionGuidance)
@@ -42,8 +42,6 @@ class StableDiffusionGuidanceConfig(GuidanceConfig):
     """Prompt; None: "a photo of <token>" when a learned token is found, else the data's caption.txt."""
     negative_prompt: str = ""
     """Negative prompt, used as the unconditional branch of classifier-free guidance."""
-    guidance_scale: float = 100.0
-    """Classifier-free guidance scale s in eps_uncond + s (eps_cond - eps_uncond) (DreamFusion/threestudio: 100)."""
     view_dependent_prompts: bool = True
     """Append a view suffix (front, side, back, overhead) chosen from each camera's pose."""
     front_suffix: str = ", front view"
@@ -66,54 +64,8 @@ class StableDiffusionGuidanceConfig(GuidanceConfig):
     """A learned token.bin elsewhere; None: the data folder's token.bin, if present."""
     token_template: str = "a photo of {token}"
     """Prompt built around a learned token when no prompt is given ({token}, and {caption} if wanted)."""
-    t_range: Tuple[float, float] = (0.02, 0.98)
-    """(t_min, t_max) as fractions of the training timesteps at the start (DreamFusion: U(0.02, 0.98))."""
-    t_range_end: Tuple[float, float] = (0.02, 0.5)
-    """(t_min, t_max) once annealed: small noise late refines detail (threestudio drops t_max 0.98 -> 0.5)."""
-    anneal: sds.AnnealKind = "linear"
-    """How the range moves from `t_range` to `t_range_end`: none, linear, sqrt (HiFA) or step (ProlificDreamer)."""
-    anneal_start_step: int = 0
-    """Step at which the annealing starts."""
-    anneal_steps: int = 5000
-    """Steps the annealing lasts (the coarse stage's default length)."""
-    weighting: sds.Weighting = "sds"
-    """w(t): sds = 1 - abar_t (DreamFusion), sqrt = sqrt(1 - abar_t), uniform = 1, fantasia3d = sqrt(abar_t)(1 - abar_t)."""
-    grad_clip: Optional[float] = None
-    """Clamp each element of w(t)(eps_hat - eps) to [-grad_clip, grad_clip]; None: no clipping."""
-    encoder: Literal["auto", "vae", "latent"] = "auto"
-    """How renders become latents: vae (encoder at the native size), latent (resize to the latent grid and map colours
-    affinely, no encoder), auto (vae on CUDA, latent elsewhere; see docs/guidance.md for the measurements)."""
-    resolution: Optional[int] = None
-    """Image side in pixels the latents stand for (latent side = resolution / 8); None: the model's native size."""
-    seed: int = 0
-    """Seed of the timesteps and the noise."""
     clip: ClipGuidanceConfig = field(default_factory=ClipGuidanceConfig)
     """Make-It-3D's CLIP losses at small timesteps (off by default)."""
-
-
-@dataclass
-class ScoreTrace:
-    """What one score evaluation used and produced (for the loss, the CLIP option, logging and tests)."""
-
-    t: Tensor
-    """Integer timesteps, one per view."""
-    noise: Tensor
-    """The noise eps added to the latents."""
-    noisy: Tensor
-    """z_t."""
-    eps_hat: Tensor
-    """Guided noise prediction."""
-    grad: Tensor
-    """w(t)(eps_hat - eps), clipped if configured: the gradient the loss puts on the latents (times 1/B)."""
-
-
-def choose_encoder(encoder: str, device: torch.device) -> str:
-    """The encoding for `device`: "auto" is "vae" on CUDA and "latent" elsewhere."""
-    if encoder == "auto":
-        return "vae" if device.type == "cuda" else "latent"
-    if encoder not in ("vae", "latent"):
-        raise UserInputError(f"unknown encoder {encoder!r}: use auto, vae or latent")
-    return encoder
 
 
 def check_resolution(resolution: Optional[int], factor: Optional[int]) -> None:
@@ -126,20 +78,18 @@ def check_resolution(resolution: Optional[int], factor: Optional[int]) -> None:
                              f"{multiple} (the VAE's pixels per latent)")
 
 
-class StableDiffusionGuidance(Guidance):
+class StableDiffusionGuidance(ScoreDistillationGuidance):
     """SDS on novel-view renders; frozen Stable Diffusion kept outside the Model."""
 
     config: StableDiffusionGuidanceConfig
+    name = "stable-diffusion"
 
     def __init__(self, config: StableDiffusionGuidanceConfig, context: GuidanceContext) -> None:
         super().__init__(config, context)
-        from single_image_nerf.guidance.latents import fit_linear_latent_map
         from single_image_nerf.guidance.loading import (load_stable_diffusion, stable_diffusion_folder,
                                                         vae_scale_factor_of)
         from single_image_nerf.guidance.textual_inversion import add_token
 
-        self.device = torch.device(context.device)
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         token = self._find_token()
         self.prompt = resolve_prompt(config.prompt, context.caption, token[0] if token else None,
                                      config.token_template)
@@ -153,22 +103,13 @@ class StableDiffusionGuidance(Guidance):
         check_resolution(config.resolution, self.vae_scale_factor)
         self.resolution = config.resolution or parts.native_resolution
         self.latent_size = self.resolution // self.vae_scale_factor
-        self.encoder = choose_encoder(config.encoder, self.device)
-        self.latent_map = fit_linear_latent_map(self.vae, self.device) if self.encoder == "latent" else None
+        self.use_encoder(self.vae)
         self.prompts = self._view_prompts()
         self.cond_embeddings = self._encode_text(parts.text_encoder, self.prompts)
         self.uncond_embeddings = self._encode_text(parts.text_encoder, [config.negative_prompt])
         # The prompts are fixed: the text encoder is not kept (it goes with `parts` at the end of __init__).
-        scheduler = parts.scheduler
-        self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
-        self.prediction_type = str(scheduler.config.prediction_type)
-        self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
-        self.t_generator = torch.Generator().manual_seed(config.seed)
-        self.noise_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.use_noise_schedule(parts.scheduler)
         self.clip = self._build_clip(token)
-        self._skipped = torch.zeros((), dtype=torch.long, device=self.device)
-        self._skipped_reported = 0
-        self.last_trace: Optional[ScoreTrace] = None
 
     # ------------------------------------------------------------------------------------------------ set-up
     def _find_token(self) -> Optional[Tuple[str, Tensor, Dict]]:
@@ -212,11 +153,6 @@ class StableDiffusionGuidance(Guidance):
         return ClipGuidance(self.config.clip, self.device, self.context.reference_image, text)
 
     # ------------------------------------------------------------------------------------------------ steps
-    def timestep_range(self, step: int) -> Tuple[float, float]:
-        """(t_min, t_max) as fractions at `step`."""
-        c = self.config
-        return sds.timestep_range(step, c.t_range, c.t_range_end, c.anneal, c.anneal_start_step, c.anneal_steps)
-
     def encode(self, images: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 4 h w"]:
         """Latents of renders in [0, 1], differentiable in the renders (never in the weights)."""
         from single_image_nerf.guidance.latents import resize, vae_encode
@@ -277,7 +213,7 @@ class StableDiffusionGuidance(Guidance):
         ok = sds.all_finite(trace.grad, latents)
         trace.grad = torch.where(ok, trace.grad, torch.zeros_like(trace.grad))
         self.last_trace = trace
-        self._skipped = self._skipped + (~ok).long()
+        self.count_skipped(ok)
         losses: Dict[str, Tensor] = {}
         grad = trace.grad
         if self.clip is not None:
@@ -303,23 +239,3 @@ class StableDiffusionGuidance(Guidance):
         if self.config.clip.replace_sds:
             grad = grad * (~small).reshape(-1, 1, 1, 1).to(grad)
         return grad, losses
-
-    @property
-    def skipped_steps(self) -> int:
-        """Steps whose SDS was skipped for a non-finite score (read back from the device: call it when logging).
-        Warns once for the steps skipped since the last read."""
-        skipped = int(self._skipped)
-        if skipped > self._skipped_reported:
-            warnings.warn(f"stable-diffusion guidance: non-finite score in {skipped - self._skipped_reported} "
-                          "step(s) since the last report; their SDS was skipped", RuntimeWarning, stacklevel=2)
-            self._skipped_reported = skipped
-        return skipped
-
-    def status(self, step: int) -> Dict[str, float | Tensor]:
-        """The timestep range (numbers), the count of skipped steps and the last SDS gradient's norm (tensors on the
-        device, not read here: whoever logs them reads them)."""
-        t_min, t_max = self.timestep_range(step)
-        status: Dict[str, float | Tensor] = {"t_min": t_min, "t_max": t_max, "skipped_steps": self._skipped.float()}
-        if self.last_trace is not None:
-            status["sds_grad_norm"] = self.last_trace.grad.norm()
-        return status

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional, Tuple, Type
@@ -35,7 +34,9 @@ from torch import Tensor
 from nerfstudio.cameras.cameras import Cameras
 from single_image_nerf.errors import UserInputError
 from single_image_nerf.guidance import sds
-from single_image_nerf.guidance.base import Guidance, GuidanceConfig, GuidanceContext
+from single_image_nerf.guidance.base import GuidanceContext
+from single_image_nerf.guidance.distillation import ScoreDistillationConfig, ScoreDistillationGuidance, ScoreTrace
+from single_image_nerf.guidance.loading import DiffusionParts
 from single_image_nerf.pretrained import ZERO123_ID, ModelUnavailableError
 
 MODEL_PATH_FLAG = "pipeline.guidance:zero123 --pipeline.guidance.model-path"
@@ -146,26 +147,12 @@ def detect_camera_embedding(model: str, folder: Path) -> str:
 
 # ------------------------------------------------------------------------------------------------- loading
 @dataclass
-class Zero123Parts:
+class Zero123Parts(DiffusionParts):
     """The frozen components of a Zero123 folder."""
 
-    unet: Any
-    vae: Any
-    image_encoder: Any
-    feature_extractor: Any
-    projection: Any
-    scheduler: Any
-    folder: Path
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """Pixels per latent along a side (8 for Zero123)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def native_resolution(self) -> int:
-        """Side in pixels of the images the UNet was trained on (256 for Zero123)."""
-        return int(self.unet.config.sample_size) * self.vae_scale_factor
+    image_encoder: Any = None
+    feature_extractor: Any = None
+    projection: Any = None
 
 
 def zero123_folder(model: str, flag: str = MODEL_PATH_FLAG) -> Path:
@@ -249,7 +236,7 @@ def load_zero123(model: str, device, dtype, flag: str = MODEL_PATH_FLAG, folder:
 
 # -------------------------------------------------------------------------------------------------- guidance
 @dataclass
-class Zero123GuidanceConfig(GuidanceConfig):
+class Zero123GuidanceConfig(ScoreDistillationConfig):
     """Score distillation from Zero-1-to-3 conditioned on the photo and each view's camera relative to it."""
 
     _target: Type = field(default_factory=lambda: Zero123Guidance)
@@ -262,59 +249,27 @@ class Zero123GuidanceConfig(GuidanceConfig):
     """Multiplier of the loss: threestudio's zero123 lambda_sds 0.003 against lambda_rgb 200, scaled to our rgb 1000."""
     guidance_scale: float = 3.0
     """Classifier-free guidance scale s in eps_uncond + s (eps_cond - eps_uncond) (threestudio's zero123: 3)."""
-    t_range: Tuple[float, float] = (0.02, 0.98)
-    """(t_min, t_max) as fractions of the training timesteps at the start (threestudio's zero123)."""
     t_range_end: Tuple[float, float] = (0.02, 0.98)
     """(t_min, t_max) once annealed (threestudio's zero123 keeps the range; stable-zero123 ends at (0.3, 0.8))."""
     anneal: sds.AnnealKind = "none"
-    """How the range moves from `t_range` to `t_range_end`: none, linear, sqrt or step."""
-    anneal_start_step: int = 0
-    """Step at which the annealing starts."""
-    anneal_steps: int = 5000
-    """Steps the annealing lasts."""
-    weighting: sds.Weighting = "sds"
-    """w(t): sds = 1 - abar_t (threestudio's zero123), sqrt, uniform or fantasia3d."""
-    grad_clip: Optional[float] = None
-    """Clamp each element of w(t)(eps_hat - eps) to [-grad_clip, grad_clip]; None: no clipping."""
-    encoder: Literal["auto", "vae", "latent"] = "auto"
-    """How renders become latents: vae (encoder at `resolution`), latent (affine colour map at latent size), auto (vae
-    on CUDA, latent elsewhere), as for the Stable Diffusion guidance."""
-    resolution: Optional[int] = None
-    """Image side the latents stand for, and of the reference composite; None: the model's native size (256)."""
-    seed: int = 0
-    """Seed of the timesteps and the noise."""
+    """How the range moves from `t_range` to `t_range_end`: none (threestudio's zero123), linear, sqrt or step."""
 
 
-@dataclass
-class Zero123Trace:
-    """What one score evaluation used and produced."""
-
-    t: Tensor
-    noise: Tensor
-    noisy: Tensor
-    eps_hat: Tensor
-    grad: Tensor
-
-
-class Zero123Guidance(Guidance):
+class Zero123Guidance(ScoreDistillationGuidance):
     """SDS from a frozen Zero123 kept outside the Model; the reference is encoded once at set-up."""
 
     config: Zero123GuidanceConfig
+    name = "zero123"
 
     def __init__(self, config: Zero123GuidanceConfig, context: GuidanceContext,
                  model_path_flag: str = MODEL_PATH_FLAG) -> None:
         super().__init__(config, context)
-        from single_image_nerf.guidance.latents import fit_linear_latent_map
-        from single_image_nerf.guidance.stable_diffusion import choose_encoder
-
         if context.reference_image is None or context.reference_cameras is None:
             raise UserInputError("the zero123 guidance needs the reference image and its camera (a training run "
                                  "with the single-image dataparser)")
         if config.camera_embedding not in ("auto", "zero123", "stable-zero123"):
             raise UserInputError(f"unknown camera embedding {config.camera_embedding!r}: use auto, zero123 or "
                                  "stable-zero123")
-        self.device = torch.device(context.device)
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.folder = folder = zero123_folder(config.model_path, model_path_flag)
         parts = load_zero123(config.model_path, self.device, self.dtype, model_path_flag, folder=folder)
         kind = config.camera_embedding
@@ -326,29 +281,16 @@ class Zero123Guidance(Guidance):
             raise UserInputError(f"pipeline.guidance:zero123 --pipeline.guidance.resolution {resolution}: must be a "
                                  f"positive multiple of {self.vae_scale_factor} (the VAE's pixels per latent)")
         self.resolution, self.latent_size = resolution, resolution // self.vae_scale_factor
-        self.encoder = choose_encoder(config.encoder, self.device)
-        self.latent_map = fit_linear_latent_map(self.vae, self.device) if self.encoder == "latent" else None
+        self.use_encoder(self.vae)
         image = white_composite(context.reference_image, self.resolution).to(self.device)
         self.reference_image = image
         self.reference_latent = reference_latent(self.vae, image)
         self.image_embedding = clip_image_embedding(parts.image_encoder, parts.feature_extractor, image)
         # The image encoder is needed only for the reference: not kept.
         self.reference_cameras = context.reference_cameras.to(self.device)
-        self.num_train_timesteps = int(parts.scheduler.config.num_train_timesteps)
-        self.prediction_type = str(parts.scheduler.config.prediction_type)
-        self.alphas_cumprod = parts.scheduler.alphas_cumprod.to(self.device, torch.float32)
-        self.t_generator = torch.Generator().manual_seed(config.seed)
-        self.noise_generator = torch.Generator().manual_seed(config.seed + 1)
-        self._skipped = torch.zeros((), dtype=torch.long, device=self.device)
-        self._skipped_reported = 0
-        self.last_trace: Optional[Zero123Trace] = None
+        self.use_noise_schedule(parts.scheduler)
 
     # ------------------------------------------------------------------------------------------------ steps
-    def timestep_range(self, step: int) -> Tuple[float, float]:
-        """(t_min, t_max) as fractions at `step`."""
-        c = self.config
-        return sds.timestep_range(step, c.t_range, c.t_range_end, c.anneal, c.anneal_start_step, c.anneal_steps)
-
     def encode(self, images: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 4 h w"]:
         """Latents (scaled, as the UNet's noisy input) of renders in [0, 1], differentiable in the renders."""
         from single_image_nerf.guidance.latents import resize, vae_encode
@@ -366,7 +308,7 @@ class Zero123Guidance(Guidance):
 
     @torch.no_grad()
     def score(self, latents: Tensor, states: Tensor, step: int, t: Optional[Tensor] = None,
-              noise: Optional[Tensor] = None) -> Zero123Trace:
+              noise: Optional[Tensor] = None) -> ScoreTrace:
         """One UNet evaluation on [uncond; cond]; `t` and `noise` are drawn when not given."""
         count = latents.shape[0]
         if t is None:
@@ -383,7 +325,7 @@ class Zero123Guidance(Guidance):
         eps_uncond, eps_cond = (sds.to_epsilon(part, noisy, abar, self.prediction_type) for part in output.chunk(2))
         eps_hat = sds.classifier_free_guidance(eps_uncond, eps_cond, self.config.guidance_scale)
         grad = sds.sds_gradient(eps_hat, noise, sds.sds_weight(abar, self.config.weighting), self.config.grad_clip)
-        return Zero123Trace(t=t, noise=noise, noisy=noisy, eps_hat=eps_hat, grad=grad)
+        return ScoreTrace(t=t, noise=noise, noisy=noisy, eps_hat=eps_hat, grad=grad)
 
     def loss(self, images: Float[Tensor, "B 3 H W"], cameras: Cameras, step: int) -> Dict[str, Tensor]:
         """{"zero123_sds_loss"}: SDS on the renders, zeroed on the device (and counted) when not finite."""
@@ -392,24 +334,6 @@ class Zero123Guidance(Guidance):
         ok = sds.all_finite(trace.grad, latents)
         trace.grad = torch.where(ok, trace.grad, torch.zeros_like(trace.grad))
         self.last_trace = trace
-        self._skipped = self._skipped + (~ok).long()
+        self.count_skipped(ok)
         value = self.config.weight * sds.sds_loss(torch.where(ok, latents, torch.zeros_like(latents)), trace.grad)
         return {"zero123_sds_loss": torch.where(ok, value, torch.zeros_like(value)).to(images.device)}
-
-    @property
-    def skipped_steps(self) -> int:
-        """Steps whose SDS was skipped for a non-finite score (read from the device: call it when logging)."""
-        skipped = int(self._skipped)
-        if skipped > self._skipped_reported:
-            warnings.warn(f"zero123 guidance: non-finite score in {skipped - self._skipped_reported} step(s) since "
-                          "the last report; their SDS was skipped", RuntimeWarning, stacklevel=2)
-            self._skipped_reported = skipped
-        return skipped
-
-    def status(self, step: int) -> Dict[str, float | Tensor]:
-        """The timestep range, the skipped steps and the last SDS gradient's norm (tensors, not read here)."""
-        t_min, t_max = self.timestep_range(step)
-        status: Dict[str, float | Tensor] = {"t_min": t_min, "t_max": t_max, "skipped_steps": self._skipped.float()}
-        if self.last_trace is not None:
-            status["sds_grad_norm"] = self.last_trace.grad.norm()
-        return status
