@@ -5,6 +5,12 @@ through nerfstudio's Trainer like `ns-train single-image-nerf ... pipeline.guida
 `sin-evaluate`'s functions (held-out views at 22.5 + 360 k / N degrees from the reference, white background).
 
     .venv/bin/python benchmarks/oracle_recovery.py --object box --steps 1500 --size 128
+
+With `--refine-steps N` the refine stage (`single-image-refine`, the oracle as its prior too) runs after the coarse
+run from its checkpoint, on the same data written at `--photo-size`, and both stages are scored side by side: the
+reference view at the photo's resolution against the photo, and the held-out views.
+
+    .venv/bin/python benchmarks/oracle_recovery.py --steps 300 --size 128 --photo-size 512 --refine-steps 100
 """
 
 from __future__ import annotations
@@ -43,6 +49,98 @@ def build_config(args: argparse.Namespace, data: Path, output_dir: Path):
     return config
 
 
+def build_refine_config(args: argparse.Namespace, coarse_config: Path, output_dir: Path):
+    from single_image_nerf.guidance.oracle import OracleGuidanceConfig
+    from single_image_nerf.method_configs import headless, refine_trainer_config
+
+    config = headless(refine_trainer_config(max_steps=args.refine_steps), args.device, output_dir)
+    config.steps_per_save = 10**9
+    config.steps_per_eval_image = 10**9
+    pipeline = config.pipeline
+    novel = pipeline.datamanager.novel_views
+    novel.resolution = args.novel_resolution
+    novel.views_per_step = args.views_per_step
+    model = pipeline.model
+    model.coarse_config = coarse_config
+    model.background_color = "white"  # the oracle's ground truth is composited over white
+    model.seed_num_points = args.hidden_points
+    model.contextual_vgg_weights = args.contextual_vgg_weights
+    model.contextual_loss_mult = args.contextual_loss_mult
+    pipeline.guidance = OracleGuidanceConfig(known_object=args.object, weight=args.weight)
+    return config
+
+
+def photo_psnr(pipeline, photo_rgba, size: int) -> float:
+    """PSNR of the run's render of the reference camera at `size` pixels against the photo (both over white)."""
+    import torch
+
+    from single_image_nerf.known_objects import ReferenceView, composite, reference_cameras
+    from single_image_nerf.scripts import evaluate as E
+
+    model = pipeline.model
+    was_training = model.training
+    model.eval()
+    try:
+        rendered = E.render_run(model, reference_cameras(ReferenceView(size=size)), (1.0, 1.0, 1.0))["rgb"][0]
+    finally:
+        model.train(was_training)
+    truth = composite(photo_rgba, (1.0, 1.0, 1.0)).permute(2, 0, 1)
+    return float(-10.0 * torch.log10(((rendered - truth) ** 2).mean().clamp_min(1e-10)))
+
+
+def score_stage(pipeline, args: argparse.Namespace, photo_rgba) -> dict:
+    from single_image_nerf.scripts import evaluate as E
+
+    evaluation = E.EvaluateConfig(load_config=Path("unused"), known_object=args.object, num_views=args.num_views,
+                                  resolution=args.eval_resolution or args.size, supersample=4, geometry_views=0,
+                                  clip_model=None)
+    report = E.evaluate_pipeline(pipeline, evaluation)
+    held_out = [view["psnr"] for view in report["views"] if view["name"] != "reference"]
+    return {"reference_photo_psnr": photo_psnr(pipeline, photo_rgba, args.photo_size),
+            "held_out_psnr": report["summary"]["held_out"]["psnr"], "held_out_worst": min(held_out),
+            "views": report["views"]}
+
+
+def run_refine(args: argparse.Namespace, trainer, config, data: Path, root: Path) -> None:
+    """Refine after the coarse run, then both stages side by side (printed, and in --json)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    photo = torch.from_numpy(np.asarray(Image.open(data / "rgba.png"), dtype=np.float32) / 255.0)
+    coarse_scores = score_stage(trainer.pipeline, args, photo)
+    del trainer
+    refine = build_refine_config(args, config.get_base_dir() / "config.yml", root / "outputs")
+    refine.set_timestamp()
+    refine_trainer = refine.setup(local_rank=0, world_size=1)
+    refine_trainer.setup()
+    seeded_scores = {"reference_photo_psnr": photo_psnr(refine_trainer.pipeline, photo, args.photo_size)}
+    start = time.perf_counter()
+    refine_trainer.train()
+    seconds = time.perf_counter() - start
+    model = refine_trainer.pipeline.model
+    refine_scores = score_stage(refine_trainer.pipeline, args, photo)
+    tagged = int(model.reference_visible.sum())
+    print(f"refine: {args.refine_steps} steps, {seconds:.0f} s on {args.device} "
+          f"({1000 * seconds / max(1, args.refine_steps):.0f} ms/step), {model.num_points} Gaussians "
+          f"({tagged} carrying the photo)")
+    print(f"| stage | reference PSNR at {args.photo_size} px (vs photo) | held-out mean PSNR, "
+          f"{args.eval_resolution or args.size} px | worst held-out |")
+    print("|---|---:|---:|---:|")
+    print(f"| coarse ({args.steps} steps, {args.size} px reference) | {coarse_scores['reference_photo_psnr']:.2f} | "
+          f"{coarse_scores['held_out_psnr']:.2f} | {coarse_scores['held_out_worst']:.2f} |")
+    print(f"| refine, as seeded | {seeded_scores['reference_photo_psnr']:.2f} | | |")
+    print(f"| refine ({args.refine_steps} steps, {args.photo_size} px reference) | "
+          f"{refine_scores['reference_photo_psnr']:.2f} | {refine_scores['held_out_psnr']:.2f} | "
+          f"{refine_scores['held_out_worst']:.2f} |")
+    if args.json is not None:
+        from single_image_nerf.scripts import evaluate as E
+
+        E.write_report({"coarse": coarse_scores, "refine_seeded": seeded_scores, "refine": refine_scores,
+                        "refine_seconds": seconds, "gaussians": model.num_points, "tagged": tagged,
+                        "args": {k: str(v) for k, v in vars(args).items()}}, args.json)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--object", default="box")
@@ -61,6 +159,12 @@ def main() -> None:
     parser.add_argument("--supersample", type=int, nargs="+", default=[1, 4],
                         help="rays per pixel side of the run's renders when scored (the ground truth takes 4)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--refine-steps", type=int, default=0, help="refine steps after the coarse run (0: none)")
+    parser.add_argument("--photo-size", type=int, default=None,
+                        help="side of the written photo (rgba.png) the refine stage fits (default: --size)")
+    parser.add_argument("--hidden-points", type=int, default=5000, help="refine seeds on the hidden surface")
+    parser.add_argument("--contextual-vgg-weights", default="imagenet")
+    parser.add_argument("--contextual-loss-mult", type=float, default=1.0)
     args = parser.parse_args()
 
     import torch
@@ -74,14 +178,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     root = Path(tempfile.mkdtemp(prefix="oracle-"))
-    data = write_reference_folder(get_known_object(args.object), root / "data", ReferenceView(size=args.size))
+    args.photo_size = args.photo_size or args.size
+    data = write_reference_folder(get_known_object(args.object), root / "data", ReferenceView(size=args.photo_size))
     config = build_config(args, data, root / "outputs")
     config.set_timestamp()
+    config.save_config()  # the refine stage reads it
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
+    if args.refine_steps > 0:
+        run_refine(args, trainer, config, data, root)
+        return
     reports = {}
     for supersample in args.supersample:  # geometry does not depend on it: scored with the first only
         evaluation = E.EvaluateConfig(load_config=Path("unused"), known_object=args.object, num_views=args.num_views,
