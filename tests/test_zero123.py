@@ -299,6 +299,11 @@ def test_no_network_fails_at_once_with_one_line(tmp_path, monkeypatch):
     # Inside the joint prior, the error names the joint prior's option.
     with pytest.raises(ModelUnavailableError, match="pipeline.guidance:magic123 --pipeline.guidance.zero123.model-path"):
         Magic123GuidanceConfig().setup(context=context())
+    joint = Magic123GuidanceConfig()
+    joint.zero123.model_path = str(tiny_zero123_folder())
+    with pytest.raises(ModelUnavailableError,
+                       match="pipeline.guidance:magic123 --pipeline.guidance.stable-diffusion.model-path"):
+        joint.setup(context=context())
 
 
 def test_a_run_without_reference_camera_or_a_bad_resolution_is_refused_with_one_line():

@@ -25,6 +25,8 @@ MAGIC123_T_RANGE = (0.2, 0.6)
 """Both priors' timestep range in Magic123's coarse stage (min/max_step_percent 0.2/0.6, fixed)."""
 ZERO123_FLAG = "pipeline.guidance:magic123 --pipeline.guidance.zero123.model-path"
 """The option that points the joint prior's Zero123 at a local folder (named in its errors)."""
+STABLE_DIFFUSION_FLAG = "pipeline.guidance:magic123 --pipeline.guidance.stable-diffusion.model-path"
+"""The option that points the joint prior's Stable Diffusion at a local folder (named in its errors)."""
 
 
 def magic123_stable_diffusion() -> StableDiffusionGuidanceConfig:
@@ -59,11 +61,13 @@ class Magic123Guidance(Guidance):
 
     def __init__(self, config: Magic123GuidanceConfig, context: GuidanceContext) -> None:
         super().__init__(config, context)
+        from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidance
         from single_image_nerf.guidance.zero123 import Zero123Guidance
 
         # Zero123 first: it refuses a run without a reference camera before Stable Diffusion loads.
         self.zero123 = Zero123Guidance(config.zero123, context, model_path_flag=ZERO123_FLAG)
-        self.stable_diffusion = config.stable_diffusion.setup(context=context)
+        self.stable_diffusion = StableDiffusionGuidance(config.stable_diffusion, context,
+                                                        model_path_flag=STABLE_DIFFUSION_FLAG)
         self.priors: Dict[str, Guidance] = {"sd": self.stable_diffusion, "zero123": self.zero123}
 
     def loss(self, images: Float[Tensor, "B 3 H W"], cameras: Cameras, step: int) -> Dict[str, Tensor]:

@@ -84,7 +84,8 @@ class StableDiffusionGuidance(ScoreDistillationGuidance):
     config: StableDiffusionGuidanceConfig
     name = "stable-diffusion"
 
-    def __init__(self, config: StableDiffusionGuidanceConfig, context: GuidanceContext) -> None:
+    def __init__(self, config: StableDiffusionGuidanceConfig, context: GuidanceContext,
+                 model_path_flag: str = MODEL_PATH_FLAG) -> None:
         super().__init__(config, context)
         from single_image_nerf.guidance.loading import (load_stable_diffusion, stable_diffusion_folder,
                                                         vae_scale_factor_of)
@@ -93,9 +94,9 @@ class StableDiffusionGuidance(ScoreDistillationGuidance):
         token = self._find_token()
         self.prompt = resolve_prompt(config.prompt, context.caption, token[0] if token else None,
                                      config.token_template)
-        folder = stable_diffusion_folder(config.model_path, MODEL_PATH_FLAG)
+        folder = stable_diffusion_folder(config.model_path, model_path_flag)
         check_resolution(config.resolution, vae_scale_factor_of(folder))  # before minutes of loading
-        parts = load_stable_diffusion(config.model_path, self.device, self.dtype, MODEL_PATH_FLAG, folder=folder)
+        parts = load_stable_diffusion(config.model_path, self.device, self.dtype, model_path_flag, folder=folder)
         if token is not None:
             add_token(parts.tokenizer, parts.text_encoder, token[0], token[1])
         self.unet, self.vae, self.tokenizer = parts.unet, parts.vae, parts.tokenizer
