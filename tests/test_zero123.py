@@ -300,6 +300,7 @@ def test_no_network_fails_at_once_with_one_line(tmp_path, monkeypatch):
     with pytest.raises(ModelUnavailableError, match="pipeline.guidance:magic123 --pipeline.guidance.zero123.model-path"):
         Magic123GuidanceConfig().setup(context=context())
     joint = Magic123GuidanceConfig()
+    joint.stable_diffusion.prompt = "a teapot"
     joint.zero123.model_path = str(tiny_zero123_folder())
     with pytest.raises(ModelUnavailableError,
                        match="pipeline.guidance:magic123 --pipeline.guidance.stable-diffusion.model-path"):
