@@ -32,6 +32,14 @@ class TextualInversionCommand(TextualInversionConfig):
     """Torch device; None: the GPU when there is one, else the CPU (slow: minutes per step with real weights)."""
 
 
+def check_inputs(command: TextualInversionCommand) -> None:
+    """Options and the reference image, with one line each, before any weights are loaded."""
+    from single_image_nerf.inputs import check_data, check_numbers
+
+    check_numbers(command)
+    check_data(command.data)
+
+
 def main(argv: Optional[List[str]] = None) -> Path:
     """Parse the command line, learn the token, print and return where it was saved."""
     import tyro
@@ -40,6 +48,7 @@ def main(argv: Optional[List[str]] = None) -> Path:
     from single_image_nerf.preprocess.devices import resolve_device
 
     command = tyro.cli(TextualInversionCommand, args=argv)
+    check_inputs(command)
     path = textual_inversion(command.data, command, device=resolve_device(command.device), output=command.output)
     print(f"saved {command.token} to {path}")
     return path

@@ -184,6 +184,36 @@ NUMERIC_RULES: Dict[str, Range] = {
     "ClipGuidanceConfig.text_weight": WEIGHT,
     "ClipGuidanceConfig.max_t": FRACTION,
     "ClipGuidanceConfig.background": FRACTION,
+    # sin-export-mesh, sin-render-turntable, sin-evaluate, textual inversion
+    "ExportMeshConfig.level": Range(None, None),
+    "ExportMeshConfig.resolution": Range(8, 1024, integer=True),
+    "ExportMeshConfig.texture_size": Range(16, 8192, integer=True),
+    "ExportMeshConfig.chunk": Range(1, 1 << 24, integer=True),
+    "TurntableConfig.frames": Range(1, 3600, integer=True),
+    "TurntableConfig.resolution": Range(8, 4096, integer=True),
+    "TurntableConfig.fps": Range(1, 240, integer=True),
+    "TurntableConfig.elevation": Range(-90.0, 90.0, optional=True),
+    "TurntableConfig.radius": Range(0.0, 1000.0, open_low=True, optional=True),
+    "TurntableConfig.fov": Range(0.0, 180.0, open_low=True, open_high=True, optional=True),
+    "TurntableConfig.background": Range(0.0, 1.0, sequence=True),
+    "EvaluateConfig.num_views": Range(0, 360, integer=True),
+    "EvaluateConfig.elevation": Range(-90.0, 90.0, optional=True),
+    "EvaluateConfig.resolution": Range(8, 4096, integer=True, optional=True),
+    "EvaluateConfig.geometry_views": Range(0, 1000, integer=True),
+    "EvaluateConfig.geometry_resolution": Range(8, 2048, integer=True),
+    "EvaluateConfig.num_points": Range(1, 10_000_000, integer=True),
+    "EvaluateConfig.f_score_threshold": Range(0.0, 100.0, open_low=True),
+    "EvaluateConfig.supersample": Range(1, 8, integer=True),
+    "EvaluateConfig.background": Range(0.0, 1.0, sequence=True),
+    "EvaluateConfig.seed": SEED,
+    "TextualInversionConfig.steps": Range(1, 1_000_000, integer=True),
+    "TextualInversionConfig.learning_rate": LR,
+    "TextualInversionConfig.batch_size": Range(1, 256, integer=True),
+    "TextualInversionConfig.resolution": Range(8, 2048, integer=True, optional=True),
+    "TextualInversionConfig.crop_scale": Range(0.0, 1.0, open_low=True, pair=True),
+    "TextualInversionConfig.flip_probability": FRACTION,
+    "TextualInversionConfig.jitter": FRACTION,
+    "TextualInversionConfig.seed": SEED,
     # trainer (nerfstudio's fields that both stages rely on)
     "TrainerConfig.max_num_iterations": COUNT,
     "TrainerConfig.steps_per_save": COUNT,
@@ -268,7 +298,8 @@ def declared_by_project(config: Any, name: str) -> bool:
 
 
 def check_numbers(config: Any) -> None:
-    """Every numeric option of a training config against NUMERIC_RULES, and the rules that tie two options."""
+    """Every numeric option of a config (a training config, or a command's) against NUMERIC_RULES, and the rules
+    that tie two options."""
     for path, owner, name, value in numeric_fields(config):
         rule = rule_for(owner, name)
         if rule is None:

@@ -67,8 +67,14 @@ def save_token(folder: Path, token: str, embedding: Tensor, meta: Optional[Dict]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / TOKEN_FILE
-    torch.save({token: embedding.detach().float().cpu().clone()}, path)
-    (folder / TOKEN_META_FILE).write_text(json.dumps({"token": token, **(meta or {})}, indent=2))
+    # Each file is written beside its name and renamed into place, token.json first: an interrupted save never
+    # leaves a token.bin cut short that training would read.
+    partial = folder / f".{TOKEN_META_FILE}.partial"
+    partial.write_text(json.dumps({"token": token, **(meta or {})}, indent=2))
+    partial.replace(folder / TOKEN_META_FILE)
+    partial = folder / f".{TOKEN_FILE}.partial"
+    torch.save({token: embedding.detach().float().cpu().clone()}, partial)
+    partial.replace(path)
     return path
 
 

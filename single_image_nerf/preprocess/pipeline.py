@@ -12,6 +12,7 @@ The folder is written beside its destination and moved into place at the end: a 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -135,6 +136,13 @@ def _check_options(opts: PreprocessOptions) -> None:
     if opts.box is not None:
         if len(opts.box) != 4 or not (opts.box[0] < opts.box[2] and opts.box[1] < opts.box[3]):
             raise PreprocessError(f"box {opts.box} must be x0 y0 x1 y1 with x0 < x1 and y0 < y1 (pixels)")
+    if opts.max_hole_fraction is not None and not 0.0 <= opts.max_hole_fraction <= 1.0:
+        raise PreprocessError(f"max hole fraction {opts.max_hole_fraction} is outside [0, 1]; leave it out to fill "
+                              f"every hole")
+    if opts.box is not None and not all(math.isfinite(v) for v in opts.box):
+        raise PreprocessError(f"box {opts.box} holds a value that is not a finite number of pixels")
+    if opts.points is not None and not all(math.isfinite(v) for point in opts.points for v in point):
+        raise PreprocessError(f"points {opts.points} hold a value that is not a finite number of pixels")
     if opts.caption_text is not None and not opts.caption_text.strip():
         raise PreprocessError("the caption given is empty; give some words or leave --caption out")
 
@@ -334,9 +342,13 @@ def _write(
             (staging / "caption.txt").write_text(caption.strip().replace("\n", " ") + "\n", encoding="utf-8")
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n", encoding="utf-8")
         _check_output(output_dir, overwrite)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
+        if output_dir.exists():  # the old folder is set aside, not deleted, until the new one is in place
+            old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old.", dir=output_dir.parent))
+            os.replace(output_dir, old / output_dir.name)
+            os.replace(staging, output_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, output_dir)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -168,6 +168,48 @@ def read_posed_images(folder: Path) -> PosedImages:
     return PosedImages(cameras=cameras, rgba=images, points=points)
 
 
+def checked_posed_images(folder: Path) -> PosedImages:
+    """`read_posed_images`, with one line naming the folder, the file and the problem when the folder cannot be read
+    (no transforms.json, not UTF-8 JSON, no frames, a missing or unreadable image, a matrix that is not 4x4 or 3x4,
+    no focal length, a points.npy that is not an (N, 3) array)."""
+    folder = Path(folder)
+    transforms = folder / "transforms.json"
+    fix = "give a folder with transforms.json in nerfstudio's format and the images it names"
+    if not transforms.is_file():
+        raise UserInputError(f"--posed-images {folder} has no transforms.json: {fix}")
+    try:
+        meta = json.loads(transforms.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise UserInputError(f"{transforms} is not UTF-8 JSON ({str(error)[:100]}): {fix}") from None
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not isinstance(frames, list) or not frames:
+        raise UserInputError(f"{transforms} lists no frames (a non-empty \"frames\" list is needed): {fix}")
+    for index, frame in enumerate(frames):
+        name = frame.get("file_path") if isinstance(frame, dict) else None
+        if not isinstance(name, str) or not (folder / name).is_file():
+            raise UserInputError(f"{transforms} frame {index}: image {name!r} is not a file in {folder}: {fix}")
+        matrix = np.asarray(frame.get("transform_matrix"), dtype=object)
+        if matrix.shape not in ((4, 4), (3, 4)):
+            raise UserInputError(f"{transforms} frame {index}: transform_matrix has shape {matrix.shape}, not 4x4: "
+                                 f"{fix}")
+        if not any(key in frame or key in meta for key in ("fl_x", "camera_angle_x")):
+            raise UserInputError(f"{transforms} frame {index} has no focal length (fl_x, fl_y or camera_angle_x): "
+                                 f"{fix}")
+    try:
+        posed = read_posed_images(folder)
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError, SyntaxError) as error:
+        first = (str(error).splitlines() or [type(error).__name__])[0][:120]
+        raise UserInputError(f"--posed-images {folder} cannot be read ({type(error).__name__}: {first}): {fix}") from None
+    cameras = posed.cameras
+    if not bool(torch.isfinite(cameras.camera_to_worlds).all() and torch.isfinite(cameras.fx).all()
+                and (cameras.fx > 0).all() and (cameras.fy > 0).all()):
+        raise UserInputError(f"{transforms} holds non-finite or non-positive camera values: {fix}")
+    if posed.points is not None and (posed.points.ndim != 2 or posed.points.shape[-1] != 3
+                                     or not np.isfinite(posed.points).all()):
+        raise UserInputError(f"{folder / 'points.npy'} is not an (N, 3) array of finite points: {fix}")
+    return posed
+
+
 def known_object_of_run(pipeline, name: Optional[str]) -> Optional[KnownObject]:
     """The known object named `name`, else the one named in the run's data folder meta.json, else None."""
     if name is not None:
@@ -434,8 +476,30 @@ def _json_safe(value: Any) -> Any:
 
 def write_report(report: Dict[str, Any], path: Path) -> None:
     """Write the report as JSON (missing metrics are null)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+    partial = path.with_name(f".{path.name}.partial")  # renamed into place: never a half-written report
+    partial.write_text(json.dumps(_json_safe(report), indent=2) + "\n")
+    partial.replace(path)
+
+
+def check_inputs(config: EvaluateConfig) -> None:
+    """Options, ground truth and report path, before the run is loaded (one line each)."""
+    from single_image_nerf import runs
+    from single_image_nerf.inputs import check_numbers
+    from single_image_nerf.known_objects import KNOWN_OBJECTS
+
+    check_numbers(config)
+    if config.known_object is not None and config.known_object not in KNOWN_OBJECTS:
+        raise UserInputError(f"--known-object {config.known_object!r} is not a known object: choose one of "
+                             f"{', '.join(sorted(KNOWN_OBJECTS))}")
+    if config.posed_images is not None:
+        checked_posed_images(Path(config.posed_images))
+    if config.output_json is not None:
+        output = Path(config.output_json)
+        if output.is_dir():
+            raise UserInputError(f"--output-json {output} is a folder, not a file")
+        runs.check_writable_folder(output.parent)
 
 
 def run(config: EvaluateConfig) -> Dict[str, Any]:
@@ -454,6 +518,7 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
         raise UserInputError(f"--f-score-threshold must be positive, got {config.f_score_threshold}")
     if config.posed_images is not None and not Path(config.posed_images).is_dir():
         raise UserInputError(f"--posed-images {config.posed_images} is not a folder")
+    check_inputs(config)
     run_config = runs.read_run_config(config.load_config)
     runs.check_checkpoint(run_config, config.load_config)
     _, pipeline, checkpoint, step = runs.checked_eval_setup(config.load_config)

@@ -189,7 +189,9 @@ def write_files(files: Dict[Path, bytes], overwrite: bool) -> None:
     clashes = [path for path in files if path.exists()]
     if clashes and not overwrite:
         raise UserInputError(f"{clashes[0]} already exists: pass --overwrite to replace it")
-    for path, data in files.items():
+    # The mesh itself comes first in `files` and is written last: an interrupted export never leaves a mesh file
+    # whose texture or material is missing or stale.
+    for path, data in reversed(list(files.items())):
         try:
             temporary = path.with_name(f".{path.name}.partial")
             temporary.write_bytes(data)
@@ -203,6 +205,9 @@ def write_files(files: Dict[Path, bytes], overwrite: bool) -> None:
 
 def export_mesh(config: ExportMeshConfig, pipeline=None, announce: Callable[[str], None] = print):
     """Run the export; `pipeline` may be given already loaded (tests). Returns the written mesh (trimesh)."""
+    from single_image_nerf.inputs import check_numbers
+
+    check_numbers(config)
     output = runs.check_output(config.output, config.overwrite, MESH_SUFFIXES)
     if config.texture == "uv" and output.suffix.lower() == ".ply":
         raise UserInputError("a UV texture needs an .obj or .glb output (PLY has no texture image): "

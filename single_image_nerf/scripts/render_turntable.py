@@ -157,8 +157,10 @@ def write_video(frames: np.ndarray, path: Path, fps: int) -> None:
 
 def render_turntable(config: TurntableConfig, pipeline=None, announce: Callable[[str], None] = print) -> np.ndarray:
     """Run the command; `pipeline` may be given already loaded (tests). Returns the frames it wrote."""
+    from single_image_nerf.inputs import check_numbers
     from single_image_nerf.scripts.evaluate import reference_camera
 
+    check_numbers(config)
     for name, value, low in (("--frames", config.frames, 1), ("--resolution", config.resolution, 8),
                              ("--fps", config.fps, 1)):
         if value < low:
