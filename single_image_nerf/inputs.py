@@ -509,6 +509,9 @@ def check_training_config(config: Any) -> None:
     coarse_stage = not hasattr(pipeline.model, "coarse_config")
     if coarse_stage and data is not None and hasattr(getattr(datamanager, "dataparser", None), "reference_fov"):
         check_data(Path(data))
+        from single_image_nerf.data.single_image_dataparser import reference_elevation
+
+        reference_elevation(Path(data), getattr(datamanager.dataparser, "reference_elevation", None))
         guidance = getattr(pipeline, "guidance", None)
         token = getattr(guidance, "token_path", None)
         if getattr(guidance, "use_learned_token", False):
