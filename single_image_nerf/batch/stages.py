@@ -324,17 +324,26 @@ def run_stage(stage: str, plan: ObjectPlan, out: Path, device: str = "cpu",
     for folder in (paths.root, paths.exports, paths.log(stage).parent):
         folder.mkdir(parents=True, exist_ok=True)
     resumed_from = None
+    started = time.time()
+    log = paths.log(stage)
     if stage in ("coarse", "refine"):
         steps = checkpoint_steps(paths.run(stage) / "nerfstudio_models")
         resumed_from = steps[-1] if steps else None
+        if missing_outputs(stage, paths) is None:
+            # Killed after its final checkpoint: the run is complete (and the trainer has no step left to resume).
+            with open(log, "a", encoding="utf-8") as handle:
+                handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: the final "
+                             f"checkpoint (step {resumed_from}) is on disk; nothing left to train\n")
+            finished = time.time()
+            return {"ok": True, "error": None, "started_at": started, "finished_at": finished,
+                    "seconds": finished - started, "outputs": paths.outputs(stage), "resumed_from": resumed_from,
+                    "host": socket.gethostname(), "returncode": None}
     else:
         _remove(paths.temporary(stage))  # left by an attempt that was killed
     argv = command(stage, plan, paths, device)
     argv[0] = _program(argv[0])
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
-    started = time.time()
-    log = paths.log(stage)
     with open(log, "ab") as handle:
         offset = handle.tell()
         handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: "

@@ -1,11 +1,11 @@
 """The durable state of a batch: one SQLite file under OUT (`OUT/batch.sqlite`), written only by the driver.
 
 Per object: its image and plan (the resolved options). Per object and stage: status (pending, running, done,
-failed), attempts, the error line, when it was submitted, started and finished, its duration, the paths of its
-outputs, the checkpoint step it resumed from and the host that ran it. Per invocation of `sin-batch`: its command
-line, wall time and the time Ray took to start and stop. Every transition is one transaction (WAL journal, full
-sync), so a driver killed at any moment leaves the last committed state: a stage is `done` only once its outputs are
-on disk and that row is committed, and a `running` row found by the next run is resumed.
+failed), attempts, the error line, when it was submitted, started, finished and recorded, its duration, the paths of
+its outputs, the checkpoint step it resumed from and the host that ran it. Per invocation of `sin-batch`: its
+command line, wall time and the time Ray took to start and stop. Every transition is one transaction (WAL journal,
+full sync), so a driver killed at any moment leaves the last committed state: a stage is `done` only once its
+outputs are on disk and that row is committed, and a `running` row found by the next run is resumed.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS stages (
     submitted_at REAL,
     started_at REAL,
     finished_at REAL,
+    recorded_at REAL,
     seconds REAL,
     outputs TEXT,
     resumed_from INTEGER,
@@ -116,9 +117,9 @@ class Store:
         status = "done" if result.get("ok") else "failed"
         with self.transaction():
             self.conn.execute(
-                "UPDATE stages SET status = ?, error = ?, started_at = ?, finished_at = ?, seconds = ?, outputs = ?, "
-                "resumed_from = ?, host = ? WHERE name = ? AND stage = ?",
-                (status, result.get("error"), result.get("started_at"), result.get("finished_at"),
+                "UPDATE stages SET status = ?, error = ?, started_at = ?, finished_at = ?, recorded_at = ?, seconds = ?, "
+                "outputs = ?, resumed_from = ?, host = ? WHERE name = ? AND stage = ?",
+                (status, result.get("error"), result.get("started_at"), result.get("finished_at"), time.time(),
                  result.get("seconds"), json.dumps(result.get("outputs")) if result.get("outputs") else None,
                  result.get("resumed_from"), result.get("host"), name, stage))
 
