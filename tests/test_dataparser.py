@@ -92,11 +92,14 @@ def test_sixteen_bit_png(tmp_path):
     assert np.allclose(rgba[inside, :3].mean(0), [1.0, 30000 / 65535, 0.0], atol=0.02)
 
 
-def test_one_pixel_image(tmp_path):
+def test_one_pixel_image_is_refused_in_one_line(tmp_path):
+    """A 1x1 image holds no object to reconstruct (and its one opaque pixel marks no mask): docs/inputs.md."""
+    from single_image_nerf.errors import UserInputError
+
     path = tmp_path / "dot.png"
     Image.fromarray(np.array([[[10, 200, 30, 255]]], np.uint8)).save(path)
-    rgba = parse(path, image_size=16).metadata["rgba"]
-    assert rgba.shape == (16, 16, 4) and np.isfinite(rgba).all() and rgba[..., 3].max() > 0.5
+    with pytest.raises(UserInputError, match="at least 16 pixels"):
+        parse(path, image_size=16)
 
 
 def test_very_large_image_is_downscaled(tmp_path):
