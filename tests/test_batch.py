@@ -34,7 +34,7 @@ photos/mug.png,mug,,,,
 photos/ball.png,ball,a blue ball,none,4,false
 photos/broken.jpg,broken,,,,
 """
-STEPS = 16
+STEPS = 40
 """Coarse steps of the objects without an override (a window of several checkpoints in which to kill the driver)."""
 ROW_KEYS = ("status", "attempts", "error", "submitted_at", "started_at", "finished_at", "recorded_at", "seconds",
             "resumed_from")

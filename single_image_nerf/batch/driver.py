@@ -141,11 +141,15 @@ def _run_with_ray(options: BatchOptions, store: Store, out: Path, todo: List[str
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
     started = time.perf_counter()
-    if options.address:
-        ray.init(address=options.address, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
-                 logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        if options.address:
+            ray.init(address=options.address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                     logging_level=logging.WARNING, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        where = f"join the Ray cluster at {options.address}" if options.address else "start a local Ray instance"
+        raise UserInputError(f"cannot {where} ({' '.join(str(error).split())[:200]}); nothing was run") from None
     ray_start = time.perf_counter() - started
     stages_run = 0
     try:

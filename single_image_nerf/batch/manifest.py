@@ -79,7 +79,7 @@ def _parse_steps(value: object, column: str, where: str) -> int:
         steps = int(str(value).strip())
     except ValueError:
         steps = 0
-    if steps <= 0 or (isinstance(value, float) and not float(value).is_integer()):
+    if steps <= 0:
         raise UserInputError(f"{where}: {column} must be a positive integer, got {value!r}")
     return steps
 

@@ -6,8 +6,9 @@ Each stage writes only into its object's folder (OUT/<name>/): `data/` (preproce
 runs, at the fixed timestamp `batch`), `exports/` (mesh .glb, splat .ply, turntable .gif) and `logs/<stage>.log`.
 Preprocessing and exports write to a temporary name and are renamed into place only when the command succeeded, so
 a half-written file never has the final name. Training resumes from the run's last checkpoint (`--load-dir`) when
-one exists, so a stage that was killed continues where its trainer last saved. A stage is complete when its outputs
-are on disk (`missing_outputs`); the driver records it as done only then.
+one exists, so a stage that was killed continues where its trainer last saved (and one killed after its final
+checkpoint is not started again). A stage is complete when its outputs are on disk (`missing_outputs`); the driver
+records it as done only then.
 
 The child dies with the process that started it (PR_SET_PDEATHSIG on Linux): a worker killed with SIGKILL takes its
 command with it. Pure Python apart from the child processes: no torch, no Ray.
