@@ -93,7 +93,8 @@ def main() -> None:
         results.append(measure(manifest, work / f"out-{concurrent}", concurrent, args.steps))
         print(f"[batch_throughput] {concurrent} in flight: {results[-1]['wall_s']:.0f} s", file=sys.stderr)
     print(f"{os.cpu_count()} CPUs, {args.objects} objects, tiny sizes, {args.steps} coarse steps, no prior\n")
-    print("| objects in flight | wall (s) | objects/hour | Ray start + stop (s) | overhead per task (ms) | Ray's share |")
+    print("| objects in flight | wall (s) | objects/hour | Ray start + stop (s) | overhead per task (ms) "
+          "| Ray's share |")
     print("|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['concurrent']} | {r['wall_s']:.0f} | {r['objects_per_hour']:.1f} | "

@@ -286,7 +286,8 @@ def test_without_ray_it_says_how_to_install_it(tmp_path):
                             env=dict(os.environ, PYTHONWARNINGS="ignore"))
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.strip() == 'sin-batch needs Ray, an optional extra: pip install -e ".[batch]" (or: pip install "ray>=2.9")'
+    assert result.stderr.strip() == ('sin-batch needs Ray, an optional extra: pip install -e ".[batch]" '
+                                     '(or: pip install "ray>=2.9")')
     assert not (tmp_path / "out").exists()
 
 
@@ -320,5 +321,6 @@ def test_a_bad_manifest_stops_the_command_in_one_line_before_ray_starts(tmp_path
     result = subprocess.run([SIN_BATCH, str(tmp_path / "m.csv"), "--output", str(tmp_path / "out")],
                             capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     assert result.returncode == 2
-    assert result.stderr.strip() == f"sin-batch: error: {tmp_path / 'm.csv'}:2: steps must be a positive integer, got 'many'"
+    assert result.stderr.strip() == \
+        f"sin-batch: error: {tmp_path / 'm.csv'}:2: steps must be a positive integer, got 'many'"
     assert not (tmp_path / "out").exists()

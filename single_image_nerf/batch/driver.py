@@ -22,7 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from single_image_nerf.batch import report
 from single_image_nerf.batch.manifest import read_manifest
-from single_image_nerf.batch.stages import STAGES, ObjectPaths, ObjectPlan, Settings, missing_outputs, resolve, run_stage
+from single_image_nerf.batch.stages import (STAGES, ObjectPaths, ObjectPlan, Settings, missing_outputs, resolve,
+                                            run_stage)
 from single_image_nerf.batch.store import Store
 from single_image_nerf.errors import UserInputError
 

@@ -93,8 +93,7 @@ class Store:
                         changed = _changed_keys(row["plan"], plan.to_json())
                         raise UserInputError(
                             f"object {plan.name!r} was started with other options ({', '.join(changed)}) in "
-                            f"{self.path.parent}; rerun with the same options, or delete {self.path.parent / plan.name} "
-                            "and its rows (another --output is simplest)")
+                            f"{self.path.parent}; rerun with the same options, or use another --output")
                     continue
                 self.conn.execute("INSERT INTO objects (name, image, plan, added_at) VALUES (?, ?, ?, ?)",
                                   (plan.name, plan.image, plan.to_json(), time.time()))
@@ -117,8 +116,8 @@ class Store:
         status = "done" if result.get("ok") else "failed"
         with self.transaction():
             self.conn.execute(
-                "UPDATE stages SET status = ?, error = ?, started_at = ?, finished_at = ?, recorded_at = ?, seconds = ?, "
-                "outputs = ?, resumed_from = ?, host = ? WHERE name = ? AND stage = ?",
+                "UPDATE stages SET status = ?, error = ?, started_at = ?, finished_at = ?, recorded_at = ?, "
+                "seconds = ?, outputs = ?, resumed_from = ?, host = ? WHERE name = ? AND stage = ?",
                 (status, result.get("error"), result.get("started_at"), result.get("finished_at"), time.time(),
                  result.get("seconds"), json.dumps(result.get("outputs")) if result.get("outputs") else None,
                  result.get("resumed_from"), result.get("host"), name, stage))
