@@ -12,6 +12,7 @@ import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils import writer
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
@@ -144,6 +145,10 @@ class SingleImageTrainer(Trainer):
         if str(self.device).startswith("cpu"):
             keep_freed_memory()  # later steps reuse the first steps' pages instead of faulting in fresh ones
         super().setup(test_mode=test_mode)
+        # nerfstudio sized its progress log by the steps left after a resume; count toward the run's total instead,
+        # and give the final log a step even when a resumed run has nothing left to train.
+        writer.GLOBAL_BUFFER["max_iter"] = total
+        writer.GLOBAL_BUFFER.setdefault("step", max(self._start_step - 1, 0))
         stage = "refine" if hasattr(self.pipeline.model, "gauss_params") else "coarse"
         CONSOLE.print(f"[bold]{self.config.method_name}: {stage} stage, training to step {total}[/bold] (step, time "
                       f"per step and ETA are printed every {self.config.logging.steps_per_log} steps)")

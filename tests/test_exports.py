@@ -205,7 +205,7 @@ def test_turntable_refusals_are_one_line(run, tmp_path):
     existing.write_bytes(b"keep")
     with pytest.raises(UserInputError, match="already exists"):
         render_turntable(TurntableConfig(load_config=config_path, output=existing), pipeline=pipeline)
-    with pytest.raises(UserInputError, match="--frames must be at least 1"):
+    with pytest.raises(UserInputError, match=r"--frames 0 is out of range: give an integer in \[1, "):
         render_turntable(TurntableConfig(load_config=config_path, output=tmp_path / "t.gif", frames=0))
     try:
         import imageio_ffmpeg  # noqa: F401

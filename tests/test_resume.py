@@ -5,6 +5,7 @@ as they were."""
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -68,6 +69,18 @@ def test_sigkill_leaves_a_usable_checkpoint_and_resume_continues_at_its_step(tmp
     latest = sorted((models.parent.parent / "resumed" / "nerfstudio_models").glob("step-*.ckpt"))
     assert [p.name for p in latest] == [f"step-{total - 1:09d}.ckpt"]
     assert torch.load(latest[-1], map_location="cpu")["step"] == total - 1
+    percents = [float(p) for p in re.findall(r"\((\d+(?:\.\d+)?)%\)", output)]
+    assert percents and max(percents) <= 100.0, output[-2000:]  # progress counts toward the run's total
+
+    # A finished run resumed to its own total trains nothing and ends cleanly, its checkpoint kept.
+    done = subprocess.run(ns_train(tmp_path, "--max-num-iterations", str(total), "--load-dir",
+                                   str(latest[-1].parent), "--timestamp", "again"),
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    output = " ".join(done.stdout.split())
+    assert f"training to step {total} (0 steps left)" in output and "Training Finished" in output, output[-2000:]
+    again = sorted((models.parent.parent / "again" / "nerfstudio_models").glob("step-*.ckpt"))
+    assert [torch.load(p, map_location="cpu")["step"] for p in again] == [total - 1]
 
 
 SAVING_CHILD = """
