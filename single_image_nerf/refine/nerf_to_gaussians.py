@@ -35,6 +35,8 @@ class GaussianSeeds:
     """(N, 1) opacities in (0, 1)."""
     reference_visible: Optional[Tensor] = None
     """(N,) bool: True for the seeds that carry the photo's colour (seen by the reference camera); None: none do."""
+    quats: Optional[Tensor] = None
+    """(N, 4) unit rotations (w, x, y, z) of the Gaussians' axes; None: identity."""
     counts: Dict[str, int] = field(default_factory=dict)
     """How the seeds were split (reference-view seeds, hidden-surface seeds, foreground pixels the surface missed)."""
 
@@ -146,9 +148,12 @@ class PinholeView:
 
 
 def first_crossing(grid: DensityGrid, origin: Tensor, directions: Tensor, level: float, step: Optional[float] = None,
-                   chunk: int = 1 << 22) -> Tensor:
+                   chunk: int = 1 << 22, densest: bool = False):
     """Distance along each unit ray (N,) to where the trilinearly interpolated grid density first reaches `level`
-    (linear between the two samples around it); inf where the ray never does inside the grid's box."""
+    (linear between the two samples around it); inf where the ray never does inside the grid's box.
+
+    With `densest`, returns (that distance, the distance to the ray's densest sample (N,), its density (N,); 0 and
+    inf where the ray misses the box)."""
     values = torch.from_numpy(np.nan_to_num(grid.values, nan=0.0)).float()
     volume = values.permute(2, 1, 0)[None, None]  # grid_sample reads (z, y, x) with x the fastest axis
     low, high = torch.from_numpy(grid.aabb[0]).float(), torch.from_numpy(grid.aabb[1]).float()
@@ -158,9 +163,10 @@ def first_crossing(grid: DensityGrid, origin: Tensor, directions: Tensor, level:
     near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(0.0)
     far = torch.maximum(t0, t1).amin(dim=-1)
     hits = torch.full((directions.shape[0],), float("inf"))
+    peak_distance, peak_density = torch.full_like(hits, float("inf")), torch.zeros_like(hits)
     steps = int(math.ceil(float((far - near).clamp_min(0).max()) / step)) + 2 if directions.shape[0] else 0
     if steps <= 2:
-        return hits
+        return (hits, peak_distance, peak_density) if densest else hits
     offsets = torch.arange(steps, dtype=torch.float32) * step
     rays_per_chunk = max(1, chunk // steps)
     for start in range(0, directions.shape[0], rays_per_chunk):
@@ -181,7 +187,58 @@ def first_crossing(grid: DensityGrid, origin: Tensor, directions: Tensor, level:
                                torch.zeros_like(d0)).clamp(0.0, 1.0)
         distance = t.gather(1, before[:, None])[:, 0] + torch.where(index > 0, fraction * step, torch.zeros_like(d0))
         hits[start:start + rays_per_chunk] = torch.where(found, distance, torch.full_like(distance, float("inf")))
-    return hits
+        if densest:
+            peak, peak_index = density.max(dim=1)
+            peak_density[start:start + rays_per_chunk] = peak
+            peak_distance[start:start + rays_per_chunk] = torch.where(
+                peak > 0, t.gather(1, peak_index[:, None])[:, 0], torch.full_like(peak, float("inf")))
+    return (hits, peak_distance, peak_density) if densest else hits
+
+
+def fill_missed_depths(distance: Tensor, foreground: Tensor, peak_distance: Tensor, peak_density: Tensor,
+                       level: float, height: int, width: int, peak_fraction: float = 0.01) -> Tensor:
+    """A distance for every foreground pixel (row-major (H*W,)): the first crossing where its ray has one; else the
+    ray's densest sample when that reaches `peak_fraction` of the level (a ray that grazes a coarse surface smaller
+    than the photo's silhouette passes closest to it there); else the first crossing of the nearest pixel (in the
+    image) whose ray has one. Background pixels keep `distance`. All inf if no ray crosses the level set."""
+    filled = distance.clone()
+    missed = foreground & ~torch.isfinite(distance)
+    near_peak = missed & (peak_density >= peak_fraction * level) & torch.isfinite(peak_distance)
+    filled[near_peak] = peak_distance[near_peak]
+    rest = missed & ~near_peak
+    crossed = torch.isfinite(distance)
+    if bool(rest.any()) and bool(crossed.any()):
+        from scipy.ndimage import distance_transform_edt
+
+        empty = (~crossed).reshape(height, width).numpy()
+        _, (rows, columns) = distance_transform_edt(empty, return_indices=True)
+        nearest = torch.from_numpy((rows * width + columns).reshape(-1)).long()
+        filled[rest] = distance[nearest[rest]]
+    return filled
+
+
+def grid_normals(grid: DensityGrid, points: Tensor) -> Tensor:
+    """(N, 3) outward unit normals of the level sets at `points`: minus the trilinearly interpolated gradient of the
+    grid's density (central differences), normalised; +Z where the gradient vanishes."""
+    values = np.nan_to_num(grid.values, nan=0.0).astype(np.float32)
+    gradient = np.stack(np.gradient(values, *grid.spacing.tolist()), axis=0)  # (3, R, R, R), [axis, x, y, z]
+    volume = torch.from_numpy(gradient).permute(0, 3, 2, 1)[None]  # grid_sample reads (z, y, x)
+    low, high = torch.from_numpy(grid.aabb[0]).float(), torch.from_numpy(grid.aabb[1]).float()
+    normalised = (points - low) / (high - low) * 2.0 - 1.0
+    sampled = torch.nn.functional.grid_sample(volume, normalised[None, :, None, None, :], mode="bilinear",
+                                              padding_mode="border", align_corners=True)[0, :, :, 0, 0].T
+    outward = -sampled
+    length = outward.norm(dim=-1, keepdim=True)
+    return torch.where(length > 1e-12, outward / length.clamp_min(1e-12), torch.tensor([0.0, 0.0, 1.0]))
+
+
+def quats_from_z_axes(axes: Tensor) -> Tensor:
+    """(N, 4) unit quaternions (w, x, y, z) of the shortest rotations taking +Z onto each unit vector of `axes`."""
+    w = 1.0 + axes[:, 2]
+    quats = torch.stack([w, -axes[:, 1], axes[:, 0], torch.zeros_like(w)], dim=-1)
+    opposite = w < 1e-6  # -Z: half a turn about X
+    quats[opposite] = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    return torch.nn.functional.normalize(quats, dim=-1)
 
 
 def hidden_surface_points(surface: Surface, count: int, view: PinholeView, reference_distance: Tensor,
@@ -220,9 +277,10 @@ def reference_view_seeds(
     max_reference_points: int = 0,
     resolution: int = 128,
     opacity: float = 0.5,
-    reference_opacity: float = 0.9,
-    reference_scale: float = 0.5,
+    reference_opacity: float = 0.99,
+    reference_scale: float = 0.2,
     visibility_tolerance: float = 0.03,
+    hidden_flatness: float = 0.1,
     k_neighbours: int = 3,
     scale_multiplier: float = 1.0,
     seed: int = 0,
@@ -242,16 +300,21 @@ def reference_view_seeds(
     grid = evaluate_grid(density_fn, aabb, resolution, chunk=chunk, progress=progress)
     surface = extract_surface(grid, level)
     origin, directions = view.pixel_rays()
-    distance = first_crossing(grid, origin, directions, level)
+    distance, peak_distance, peak_density = first_crossing(grid, origin, directions, level, densest=True)
     foreground = rgba.reshape(-1, 4)[:, 3] > 0.5
-    chosen = torch.nonzero(foreground & torch.isfinite(distance)).squeeze(-1)
+    missed = foreground & ~torch.isfinite(distance)
+    # Every foreground pixel gets one seed: where its ray misses the coarse level set (a coarse silhouette smaller
+    # than the photo's), at the ray's densest sample or at the nearest crossing pixel's distance.
+    seed_distance = fill_missed_depths(distance, foreground, peak_distance, peak_density, level, view.height,
+                                       view.width)
+    chosen = torch.nonzero(foreground & torch.isfinite(seed_distance)).squeeze(-1)
     generator = torch.Generator().manual_seed(seed)
     if 0 < max_reference_points < chosen.numel():
         chosen = chosen[torch.randperm(chosen.numel(), generator=generator)[:max_reference_points].sort().values]
-    front = origin + distance[chosen, None] * directions[chosen]
+    front = origin + seed_distance[chosen, None] * directions[chosen]
     forward = -(directions[chosen] @ view.camera_to_world[:, 2])  # cosine to the optical axis: depth = t cos
-    front_scales = (reference_scale * distance[chosen] * forward / view.fx).clamp_min(1e-6)[:, None].expand(-1, 3)
-    back = hidden_surface_points(surface, num_hidden_points, view, distance, visibility_tolerance, generator) \
+    front_scales = (reference_scale * seed_distance[chosen] * forward / view.fx).clamp_min(1e-6)[:, None].expand(-1, 3)
+    back = hidden_surface_points(surface, num_hidden_points, view, seed_distance, visibility_tolerance, generator) \
         if num_hidden_points > 0 else torch.zeros(0, 3)
     colours = []
     with torch.no_grad():
@@ -259,16 +322,24 @@ def reference_view_seeds(
             colours.append(albedo_fn(back[start:start + chunk]).float().cpu())
     back_colours = torch.cat(colours) if colours else torch.zeros(0, 3)
     back_scales = knn_scales(back, k_neighbours) * scale_multiplier if back.shape[0] else torch.zeros(0, 3)
+    # Hidden seeds are discs in the surface's tangent plane (`hidden_flatness` times as thick as wide): the reference
+    # camera sees the surface at its silhouette edge-on, so a disc there does not spill over the photo's outline.
+    back_quats = quats_from_z_axes(grid_normals(grid, back)) if back.shape[0] else torch.zeros(0, 4)
+    back_scales = back_scales * torch.tensor([1.0, 1.0, float(hidden_flatness)])
+    front_quats = torch.zeros(chosen.numel(), 4)
+    front_quats[:, 0] = 1.0
     count_front, count_back = front.shape[0], back.shape[0]
     return GaussianSeeds(
         means=torch.cat([front, back]).float(),
         colors=torch.cat([rgba.reshape(-1, 4)[chosen, :3], back_colours.clamp(0.0, 1.0)]),
         scales=torch.cat([front_scales.float(), back_scales.float()]),
+        quats=torch.cat([front_quats, back_quats]),
         opacities=torch.cat([torch.full((count_front, 1), float(reference_opacity)),
                              torch.full((count_back, 1), float(opacity))]),
         reference_visible=torch.cat([torch.ones(count_front, dtype=torch.bool), torch.zeros(count_back, dtype=torch.bool)]),
         counts={"reference": count_front, "hidden": count_back, "foreground_pixels": int(foreground.sum()),
-                "missed_pixels": int((foreground & ~torch.isfinite(distance)).sum())},
+                "missed_pixels": int(missed.sum()),
+                "filled_pixels": int((missed & torch.isfinite(seed_distance)).sum())},
     )
 
 

@@ -50,10 +50,14 @@ class RefineSplatModelConfig(SplatfactoModelConfig, SharedLossWeights):
     coarse surface, with the photo's colour (Make-It-3D's textured point cloud)."""
     seed_reference_points: int = 0
     """At most this many reference-view Gaussians, drawn evenly from the foreground pixels (0: every pixel)."""
-    seed_reference_opacity: float = 0.9
-    """Initial opacity of the reference-view Gaussians."""
-    seed_reference_scale: float = 0.5
-    """Size of the reference-view Gaussians in reference pixels (standard deviation at their depth)."""
+    seed_reference_opacity: float = 0.99
+    """Initial opacity of the reference-view Gaussians (near-opaque: each pixel shows its own seed's colour)."""
+    seed_reference_scale: float = 0.2
+    """Size of the reference-view Gaussians in reference pixels (standard deviation at their depth; the rasteriser
+    adds its own 0.3 px² blur, so neighbouring pixels' seeds barely mix)."""
+    seed_hidden_flatness: float = 0.1
+    """Thickness of the hidden-surface Gaussians along the surface normal, as a fraction of their width (discs in
+    the tangent plane: seen edge-on at the reference silhouette, they do not spill over the photo's outline)."""
     seed_visibility_tolerance: float = 0.03
     """A level-set point counts as seen by the reference camera unless it lies this far (world units) behind the
     surface the reference rays meet first."""
@@ -240,7 +244,8 @@ class RefineSplatModel(SplatfactoModel):
                 coarse_model, config.seed_density_level, rgba, PinholeView.from_cameras(reference_camera.to("cpu")),
                 num_hidden_points=config.seed_num_points, max_reference_points=config.seed_reference_points,
                 reference_opacity=config.seed_reference_opacity, reference_scale=config.seed_reference_scale,
-                visibility_tolerance=config.seed_visibility_tolerance, **common)
+                visibility_tolerance=config.seed_visibility_tolerance, hidden_flatness=config.seed_hidden_flatness,
+                **common)
         else:
             seeds = seeds_from_model(coarse_model, config.seed_density_level, num_points=config.seed_num_points,
                                      **common)
@@ -249,7 +254,7 @@ class RefineSplatModel(SplatfactoModel):
 
     @torch.no_grad()
     def set_gaussians(self, seeds: GaussianSeeds) -> None:
-        """Gaussians from seeds (activated values): log scales, identity rotations, SH (or logit) colours, logit
+        """Gaussians from seeds (activated values): log scales, the seeds' rotations (identity if none), SH (or logit) colours, logit
         opacities, on the model's device. Call before the optimisers are built."""
         device, count = self.device, len(seeds)
         dim_sh = num_sh_bases(self.config.sh_degree)
@@ -257,6 +262,8 @@ class RefineSplatModel(SplatfactoModel):
         features_dc = RGB2SH(colors) if self.config.sh_degree > 0 else torch.logit(colors)
         quats = torch.zeros(count, 4)
         quats[:, 0] = 1.0
+        if seeds.quats is not None:
+            quats = seeds.quats.float()
         values = {
             "means": seeds.means.float(),
             "scales": torch.log(seeds.scales.float().clamp_min(1e-7)),
