@@ -129,3 +129,83 @@ def test_reference_seeds_take_the_photos_colours_and_hidden_seeds_the_fields():
     capped = reference_view_seeds(sphere_density, sphere_albedo, AABB, LEVEL, photo, view, num_hidden_points=10,
                                   max_reference_points=100, resolution=32)
     assert capped.counts == {**capped.counts, "reference": 100, "hidden": 10}
+
+
+def larger_silhouette_photo(size: int, radius: float) -> torch.Tensor:
+    """A photo (size, size, 4) of a ball of `radius` about the sphere's centre, larger than the level set of
+    `sphere_density` (radius SPHERE_RADIUS), in a smooth colour ramp: red along the columns, green along the rows."""
+    view = sphere_view(size)
+    origin, directions = view.pixel_rays()
+    offset = origin - torch.tensor(SPHERE_CENTRE)
+    half_b = directions @ offset
+    inside = (half_b**2 - (offset @ offset - radius**2)) > 0
+    rows, columns = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    return torch.stack([(columns + 0.5) / size, (rows + 0.5) / size, torch.full((size, size), 0.5),
+                        inside.reshape(size, size).float()], dim=-1)
+
+
+def test_every_foreground_pixel_gets_one_seed_when_the_photo_outgrows_the_coarse_surface():
+    """The photo's silhouette (radius 0.7) is larger than the coarse level set (0.5): about half of its pixels have
+    rays that never reach the level set. Each still gets exactly one seed, on its own ray with its own colour, near
+    the coarse surface: at the ray's densest sample where the ray passes close enough for the density to reach 1 %
+    of the level, else at the nearest crossing pixel's distance. (Before the fallback those pixels got no seed.)"""
+    size = 64
+    view = sphere_view(size)
+    photo = larger_silhouette_photo(size, 0.7)
+    exact = analytic_first_hit(view)
+    foreground = photo[..., 3].reshape(-1) > 0.5
+    seeds = reference_view_seeds(sphere_density, sphere_albedo, AABB, LEVEL, photo, view, num_hidden_points=200,
+                                 resolution=64)
+    front = seeds.reference_visible
+    missed = int((foreground & torch.isinf(exact)).sum())
+    assert missed > 0.4 * int(foreground.sum())
+    assert seeds.counts["missed_pixels"] >= missed and seeds.counts["filled_pixels"] == seeds.counts["missed_pixels"]
+    assert seeds.counts["reference"] == int(front.sum()) == int(foreground.sum())
+    pixel, _ = view.project(seeds.means[front])
+    assert torch.equal(pixel.sort().values, torch.nonzero(foreground).squeeze(-1))
+    assert torch.equal(seeds.colors[front], photo.reshape(-1, 4)[pixel, :3])
+    radial = (seeds.means[front] - torch.tensor(SPHERE_CENTRE)).norm(dim=-1)
+    assert radial.max() < 0.7 + 0.05  # no seed drifts off behind or before the object
+
+
+def test_seeded_reference_render_reproduces_the_photo():
+    """All the seeds (the photo's and 2000 hidden ones) rendered from the reference camera at the photo's
+    resolution: the foreground within 40 dB of the photo and the whole image (white background) within 26 dB.
+    The rest of the error is the rasteriser's 0.3 px² blur spilling the silhouette seeds onto the background pixels
+    next to them. Measured: 48.6 and 27.7 dB. The seeding before the fallback and these sizes (half a pixel,
+    opacity 0.9, round hidden seeds) gave 21.5 and 21.4 dB here (pixels without a seed)."""
+    from single_image_nerf.known_objects import ReferenceView, reference_cameras
+    from single_image_nerf.refine.rasterizer import rasterize
+    from single_image_nerf.refine.splat_model import intrinsics_from_cameras, viewmats_from_cameras
+
+    size = 64
+    cameras = reference_cameras(ReferenceView(size=size))
+    view = PinholeView.from_cameras(cameras)
+    photo = larger_silhouette_photo(size, 0.6)
+    seeds = reference_view_seeds(sphere_density, sphere_albedo, AABB, LEVEL, photo, view, num_hidden_points=2000,
+                                 resolution=64)
+    assert seeds.quats is not None and seeds.quats.shape == (len(seeds), 4)
+    image, _, _ = rasterize(seeds.means, seeds.quats, seeds.scales, seeds.opacities[:, 0], seeds.colors,
+                            viewmats_from_cameras(cameras.camera_to_worlds), intrinsics_from_cameras(cameras),
+                            size, size, backgrounds=torch.ones(1, 3))
+    alpha = photo[..., 3:]
+    truth = photo[..., :3] * alpha + (1.0 - alpha)
+    error = ((image[0] - truth) ** 2).mean(dim=-1)
+    foreground = alpha[..., 0] > 0.5
+    assert -10.0 * math.log10(float(error[foreground].mean())) > 40.0
+    assert -10.0 * math.log10(float(error.mean())) > 26.0
+
+
+def test_hidden_seeds_are_discs_in_the_tangent_plane():
+    """The hidden seeds' thin axis (the rotated +Z, `hidden_flatness` of their width) is the sphere's normal."""
+    from gsplat.cuda._torch_impl import _quat_to_rotmat
+
+    view = sphere_view(32)
+    photo = larger_silhouette_photo(32, 0.5)
+    seeds = reference_view_seeds(sphere_density, sphere_albedo, AABB, LEVEL, photo, view, num_hidden_points=500,
+                                 resolution=64, hidden_flatness=0.1)
+    hidden = ~seeds.reference_visible
+    normals = torch.nn.functional.normalize(seeds.means[hidden] - torch.tensor(SPHERE_CENTRE), dim=-1)
+    thin_axis = _quat_to_rotmat(seeds.quats[hidden])[:, :, 2]
+    assert (thin_axis * normals).sum(dim=-1).min() > 0.99
+    torch.testing.assert_close(seeds.scales[hidden, 2], 0.1 * seeds.scales[hidden, 0])

@@ -69,6 +69,8 @@ def test_a_short_refine_run_fits_the_reference_view(coarse_run, tmp_path):
     model.seed_num_points = SEED_POINTS
     model.seed_grid_resolution = 32
     model.contextual_loss_mult = 0.0
+    # The default seeds reproduce the photo (about 0.002 colour error): faint ones leave the run something to fit.
+    model.seed_reference_opacity = 0.3
     config.set_timestamp()
     config.save_config()
     threads = torch.get_num_threads()
