@@ -207,9 +207,6 @@ def guidance_rows(guide, parts, args, timer: Timer) -> Tuple[List[Tuple[str, flo
     """(label, ms) rows of the guidance's parts, and the per-step sums for each encoder."""
     import torch
 
-    from single_image_nerf.guidance import sds
-    from single_image_nerf.guidance.latents import fit_linear_latent_map
-
     device = guide.device
     texts = guide.prompts + [guide.config.negative_prompt]
     encode_text = guide._encode_text  # pylint: disable=protected-access
@@ -220,54 +217,16 @@ def guidance_rows(guide, parts, args, timer: Timer) -> Tuple[List[Tuple[str, flo
                  timer(lambda: guide.view_embeddings(cameras))))
     cond = guide.view_embeddings(cameras)
     renders = torch.rand(args.views, 3, args.render, args.render, device=device)
-
-    totals: Dict[str, float] = {}
-    latents = None
-    for encoder in args.encoders:
-        guide.encoder = encoder
-        if encoder == "latent" and guide.latent_map is None:
-            guide.latent_map = fit_linear_latent_map(guide.vae, device)
-        forward: List[float] = []
-        backward: List[float] = []
-        for index in range(timer.warmup + timer.repeats):
-            images = renders.clone().requires_grad_(True)
-            timer.sync()
-            start = time.perf_counter()
-            latents = guide.encode(images)
-            timer.sync()
-            middle = time.perf_counter()
-            grad = torch.randn_like(latents)
-            sds.sds_loss(latents, grad).backward()
-            timer.sync()
-            if index >= timer.warmup:
-                forward.append(1000.0 * (middle - start))
-                backward.append(1000.0 * (time.perf_counter() - middle))
-        size = guide.resolution if encoder == "vae" else guide.latent_size
-        rows.append((f"encoder {encoder}: {args.render}px render -> {size}px -> {guide.latent_size}² latents, forward",
-                     statistics.median(forward)))
-        rows.append((f"encoder {encoder}: backward from the SDS loss to the renders", statistics.median(backward)))
-        totals[encoder] = statistics.median(forward) + statistics.median(backward)
-
-    clock = ModuleClock(guide.unet, timer)
-    latents = latents.detach()
-    for _ in range(timer.warmup):
-        guide.score(latents, cond, step=0)
-    clock.reset()
-    score_ms = Timer(device, timer.repeats, 0)(lambda: guide.score(latents, cond, step=0))
-    unet_ms = clock.total_ms / max(clock.calls, 1)
-    rows.append((f"UNet with CFG (batch {2 * args.views}) at {guide.latent_size}² latents", unet_ms))
-    rows.append(("score around the UNet (noise, CFG, w(t), gradient)", max(score_ms - unet_ms, 0.0)))
-    for encoder in totals:
-        totals[encoder] += score_ms
+    more, totals = encoder_and_score_rows(guide, args, timer, renders, cond,
+                                          f"UNet with CFG (batch {2 * args.views}) at {guide.latent_size}² latents",
+                                          "score around the UNet (noise, CFG, w(t), gradient)")
+    rows.extend(more)
     return rows, totals
 
 
 def zero123_rows(guide, args, timer: Timer) -> Tuple[List[Tuple[str, float]], Dict[str, float]]:
     """(label, ms) rows of the Zero123 guidance's parts, and the per-step sums for each encoder."""
     import torch
-
-    from single_image_nerf.guidance import sds
-    from single_image_nerf.guidance.latents import fit_linear_latent_map
 
     device = guide.device
     cameras = cameras_for(args.views, args.render, device)
@@ -276,12 +235,30 @@ def zero123_rows(guide, args, timer: Timer) -> Tuple[List[Tuple[str, float]], Di
     rows.append(("camera numbers and projection, per step", timer(lambda: guide.camera_states(cameras))))
     states = guide.camera_states(cameras)
     renders = torch.rand(args.views, 3, args.render, args.render, device=device)
+    more, totals = encoder_and_score_rows(
+        guide, args, timer, renders, states,
+        f"UNet with CFG (batch {2 * args.views}, 8 input channels) at {guide.latent_size}² latents",
+        "score around the UNet (noise, reference concat, CFG, w(t), gradient)", per_step_ms=rows[1][1])
+    rows.extend(more)
+    return rows, totals
+
+
+def encoder_and_score_rows(guide, args, timer: Timer, renders, cond, unet_label: str, score_label: str,
+                           per_step_ms: float = 0.0) -> Tuple[List[Tuple[str, float]], Dict[str, float]]:
+    """Rows of each encoder's forward and backward and of the UNet with CFG and the score around it, and each
+    encoder's per-step total (plus `per_step_ms` of other per-step work)."""
+    import torch
+
+    from single_image_nerf.guidance import sds
+    from single_image_nerf.guidance.latents import fit_linear_latent_map
+
+    rows: List[Tuple[str, float]] = []
     totals: Dict[str, float] = {}
     latents = None
     for encoder in args.encoders:
         guide.encoder = encoder
         if encoder == "latent" and guide.latent_map is None:
-            guide.latent_map = fit_linear_latent_map(guide.vae, device)
+            guide.latent_map = fit_linear_latent_map(guide.vae, guide.device)
         forward: List[float] = []
         backward: List[float] = []
         for index in range(timer.warmup + timer.repeats):
@@ -300,16 +277,16 @@ def zero123_rows(guide, args, timer: Timer) -> Tuple[List[Tuple[str, float]], Di
         rows.append((f"encoder {encoder}: {args.render}px render -> {size}px -> {guide.latent_size}² latents, forward",
                      statistics.median(forward)))
         rows.append((f"encoder {encoder}: backward from the SDS loss to the renders", statistics.median(backward)))
-        totals[encoder] = statistics.median(forward) + statistics.median(backward) + rows[1][1]
+        totals[encoder] = statistics.median(forward) + statistics.median(backward) + per_step_ms
     clock = ModuleClock(guide.unet, timer)
     latents = latents.detach()
     for _ in range(timer.warmup):
-        guide.score(latents, states, step=0)
+        guide.score(latents, cond, step=0)
     clock.reset()
-    score_ms = Timer(device, timer.repeats, 0)(lambda: guide.score(latents, states, step=0))
+    score_ms = Timer(guide.device, timer.repeats, 0)(lambda: guide.score(latents, cond, step=0))
     unet_ms = clock.total_ms / max(clock.calls, 1)
-    rows.append((f"UNet with CFG (batch {2 * args.views}, 8 input channels) at {guide.latent_size}² latents", unet_ms))
-    rows.append(("score around the UNet (noise, reference concat, CFG, w(t), gradient)", max(score_ms - unet_ms, 0.0)))
+    rows.append((unet_label, unet_ms))
+    rows.append((score_label, max(score_ms - unet_ms, 0.0)))
     for encoder in totals:
         totals[encoder] += score_ms
     return rows, totals
