@@ -324,3 +324,19 @@ def test_a_bad_manifest_stops_the_command_in_one_line_before_ray_starts(tmp_path
     assert result.stderr.strip() == \
         f"sin-batch: error: {tmp_path / 'm.csv'}:2: steps must be a positive integer, got 'many'"
     assert not (tmp_path / "out").exists()
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_at_once(tmp_path):
+    import socket
+
+    write_disc(tmp_path / "mug.png", (200, 80, 40))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again before the command runs: nothing listens there
+    start = time.perf_counter()
+    result = subprocess.run([SIN_BATCH, str(tmp_path / "mug.png"), "--output", str(tmp_path / "out"), "--address",
+                             f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert result.returncode != 0 and time.perf_counter() - start < 60
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"no Ray cluster answers at --address 127.0.0.1:{port}" in lines[0], result.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import sys
 import time
 from collections import deque
@@ -137,6 +138,21 @@ def _any_failed(store: Store, names: Sequence[str]) -> bool:
     return any(row["status"] == "failed" for name in names for row in store.stages(name))
 
 
+def check_cluster_answers(address: str, timeout: float = 5.0) -> None:
+    """One line at once when nothing listens at a `host:port` (or `ray://host:port`) address: Ray itself retries for
+    minutes before it gives up. "auto" and other forms are left to Ray."""
+    host_port = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise UserInputError(
+            f"no Ray cluster answers at --address {address} ({error.strerror or type(error).__name__}); start one "
+            f"there with `ray start --head`, or leave --address out to run on a local Ray instance") from None
+
+
 def _run_with_ray(options: BatchOptions, store: Store, out: Path, todo: List[str]) -> Dict[str, object]:
     import ray  # pylint: disable=import-outside-toplevel
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
@@ -144,6 +160,7 @@ def _run_with_ray(options: BatchOptions, store: Store, out: Path, todo: List[str
     started = time.perf_counter()
     try:
         if options.address:
+            check_cluster_answers(options.address)
             ray.init(address=options.address, logging_level=logging.WARNING, log_to_driver=False)
         else:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
