@@ -111,6 +111,18 @@ class SeededStrategy(DefaultStrategy):
             return
         self.step_post_backward(params, optimizers, state, step, infos[-1], packed=False)
 
+    def _grow_gs(self, params, optimizers, state: Dict[str, Any], step: int) -> Tuple[int, int]:
+        """DefaultStrategy's growth, with the reference-view Gaussians left out: one seed per photo pixel already
+        samples the photo at its own resolution, and duplicating or splitting them (near-opaque copies, children
+        scattered over the parent's extent) only blurs the photo. Their screen-space statistics are zeroed first, so
+        neither the gradient test nor the screen-size test picks them; pruning still applies to them."""
+        tagged = state.get("reference_visible")
+        if tagged is not None and tagged.shape[0] == len(params["means"]):
+            for key in ("grad2d", "radii"):
+                if state.get(key) is not None:
+                    state[key] = torch.where(tagged, torch.zeros_like(state[key]), state[key])
+        return super()._grow_gs(params, optimizers, state, step)
+
     def _update_state(self, params, state: Dict[str, Any], info: Dict[str, Any], packed: bool = False) -> None:
         """DefaultStrategy's running statistics of one render (unpacked): per Gaussian, the sum over the cameras that
         see it (radius > 0) of the norm of its screen-space gradient in [-1, 1] units, the count of those cameras,
