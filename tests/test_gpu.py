@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tiny_training import record_losses
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
               pytest.mark.usefixtures("offline_hub")]
 
@@ -41,20 +43,6 @@ def use_sd21(sd21_parts, monkeypatch):
     monkeypatch.setattr(loading, "stable_diffusion_folder", lambda *args, **kwargs: sd21_parts.folder)
     monkeypatch.setattr(loading, "load_stable_diffusion", lambda *args, **kwargs: sd21_parts)
     return sd21_parts
-
-
-def record_losses(pipeline) -> list:
-    """Wrap the pipeline's loss so each step's losses are kept as floats."""
-    losses = []
-    original = pipeline.get_train_loss_dict
-
-    def recording(step):
-        outputs, loss_dict, metrics = original(step)
-        losses.append({name: float(value.detach()) for name, value in loss_dict.items()})
-        return outputs, loss_dict, metrics
-
-    pipeline.get_train_loss_dict = recording
-    return losses
 
 
 def cuda_coarse_config(root: Path, steps: int):

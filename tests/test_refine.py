@@ -25,7 +25,7 @@ from single_image_nerf.refine.splat_model import (RefineSplatModel, SeededStrate
                                                   viewmats_from_cameras)
 from single_image_nerf.trainer import GuardedOptimizers
 
-from tiny_training import tiny_config, train, write_ball_image
+from tiny_training import record_losses, tiny_coarse_run
 
 COARSE_STEPS = 15
 REFINE_STEPS = 8
@@ -67,13 +67,7 @@ def reference_psnr(pipeline) -> float:
 
 @pytest.fixture(scope="module")
 def coarse_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("coarse")
-    torch.manual_seed(0)
-    config = tiny_config(write_ball_image(root / "disc.png", size=32), root / "outputs", steps=COARSE_STEPS,
-                         rays=256)
-    config.steps_per_save = COARSE_STEPS
-    train(config)
-    return config.get_base_dir() / "config.yml"
+    return tiny_coarse_run(tmp_path_factory.mktemp("coarse"), COARSE_STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +82,7 @@ def refined(coarse_run, tmp_path_factory):
     seeded = {name: value.detach().clone() for name, value in pipeline.model.gauss_params.items()}
     seeded["reference_visible"] = pipeline.model.reference_visible.clone()
     seeded_psnr = reference_psnr(pipeline)
-    losses = []
-    original = pipeline.get_train_loss_dict
-
-    def recording(step):
-        outputs, loss_dict, metrics = original(step)
-        losses.append({name: float(value.detach()) for name, value in loss_dict.items()})
-        return outputs, loss_dict, metrics
-
-    pipeline.get_train_loss_dict = recording
+    losses = record_losses(pipeline)
     trainer.train()
     return {"trainer": trainer, "config": config, "seeded": seeded, "seeded_psnr": seeded_psnr, "losses": losses}
 

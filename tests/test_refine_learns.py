@@ -19,7 +19,7 @@ import torch
 
 from single_image_nerf.guidance.base import GuidanceConfig
 from single_image_nerf.method_configs import headless, refine_trainer_config
-from tiny_training import tiny_config, train, write_ball_image
+from tiny_training import tiny_coarse_run
 
 pytestmark = pytest.mark.slow
 
@@ -49,13 +49,7 @@ def reference_errors(pipeline) -> tuple:
 
 @pytest.fixture(scope="module")
 def coarse_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("coarse")
-    torch.manual_seed(0)
-    config = tiny_config(write_ball_image(root / "disc.png", size=32), root / "outputs", steps=COARSE_STEPS,
-                         rays=256)
-    config.steps_per_save = COARSE_STEPS
-    train(config)
-    return config.get_base_dir() / "config.yml"
+    return tiny_coarse_run(tmp_path_factory.mktemp("coarse"), COARSE_STEPS)
 
 
 def test_a_short_refine_run_fits_the_reference_view(coarse_run, tmp_path):

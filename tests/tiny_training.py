@@ -62,3 +62,28 @@ def train(config: TrainerConfig, load_dir: Optional[Path] = None) -> Trainer:
     trainer.setup()
     trainer.train()
     return trainer
+
+
+def tiny_coarse_run(root: Path, steps: int) -> Path:
+    """The config.yml of a tiny coarse run of `steps` on the ball photo (seeded, saved at its last step)."""
+    import torch
+
+    torch.manual_seed(0)
+    config = tiny_config(write_ball_image(root / "disc.png", size=32), root / "outputs", steps=steps, rays=256)
+    config.steps_per_save = steps
+    train(config)
+    return config.get_base_dir() / "config.yml"
+
+
+def record_losses(pipeline) -> list:
+    """Wrap the pipeline's loss so that each step's losses are kept as floats (read after the step)."""
+    losses = []
+    original = pipeline.get_train_loss_dict
+
+    def recording(step):
+        outputs, loss_dict, metrics = original(step)
+        losses.append({name: float(value.detach()) for name, value in loss_dict.items()})
+        return outputs, loss_dict, metrics
+
+    pipeline.get_train_loss_dict = recording
+    return losses
