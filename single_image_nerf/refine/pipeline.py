@@ -95,7 +95,8 @@ class RefinePipeline(SingleImagePipeline):
             counts = seeds.counts
             CONSOLE.print(f"Seeds: {counts['reference']} from the reference view ({int(reference.width)}x"
                           f"{int(reference.height)} px, {counts['foreground_pixels']} foreground pixels, "
-                          f"{counts['missed_pixels']} missing the coarse surface), {counts['hidden']} from the coarse "
+                          f"{counts['missed_pixels']} of them missing the coarse surface, {counts['filled_pixels']} "
+                          f"of those seeded along their ray), {counts['hidden']} from the coarse "
                           f"field where the reference camera does not see.", soft_wrap=True, highlight=False)
         if model_config.contextual_loss_mult > 0:
             self.model.prepare_contextual_loss()
