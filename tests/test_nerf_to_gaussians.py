@@ -209,3 +209,50 @@ def test_hidden_seeds_are_discs_in_the_tangent_plane():
     thin_axis = _quat_to_rotmat(seeds.quats[hidden])[:, :, 2]
     assert (thin_axis * normals).sum(dim=-1).min() > 0.99
     torch.testing.assert_close(seeds.scales[hidden, 2], 0.1 * seeds.scales[hidden, 0])
+
+
+def rendered_expected_depth(density_fn, view: PinholeView, samples: int = 2048) -> torch.Tensor:
+    """Every pixel's "expected" depth as the coarse model renders it (nerfstudio's weights and DepthRenderer), from
+    the analytic density on `samples` uniform samples between the camera and 5 units out."""
+    from nerfstudio.cameras.rays import RayBundle
+    from nerfstudio.model_components.ray_samplers import UniformSampler
+    from nerfstudio.model_components.renderers import DepthRenderer
+
+    origin, directions = view.pixel_rays()
+    count = directions.shape[0]
+    bundle = RayBundle(origins=origin.expand(count, 3), directions=directions, pixel_area=torch.ones(count, 1),
+                       nears=torch.zeros(count, 1), fars=torch.full((count, 1), 5.0))
+    ray_samples = UniformSampler(num_samples=samples, train_stratified=False, single_jitter=False)(bundle)
+    density = density_fn(ray_samples.frustums.get_positions().reshape(-1, 3)).reshape(count, samples, 1)
+    return DepthRenderer(method="expected")(ray_samples.get_weights(density), ray_samples)[:, 0]
+
+
+def test_expected_depth_seeds_lie_at_the_rendered_expected_depth():
+    """On a translucent ball (optical depth about 5 across), the rendered depth lies well inside the level set:
+    "expected" puts each front seed on its pixel's ray at that depth, "level-set" on the ball's surface."""
+    size = 32
+    view = sphere_view(size)
+    exact = analytic_first_hit(view)
+    photo = torch.ones(size, size, 4)
+    photo[..., 3] = torch.isfinite(exact).reshape(size, size).float()
+
+    def fog(positions):
+        return 0.05 * sphere_density(positions)
+
+    expected = rendered_expected_depth(fog, view)
+    by_mode = {mode: reference_view_seeds(fog, sphere_albedo, AABB, 0.05 * LEVEL, photo, view, num_hidden_points=100,
+                                          resolution=64, reference_depth=mode) for mode in ("level-set", "expected")}
+    core = torch.isfinite(exact) & (exact < 2.5 - 0.1)  # away from the silhouette, where a voxel decides
+    origin, directions = view.pixel_rays()
+    for mode, seeds in by_mode.items():
+        front = seeds.means[seeds.reference_visible]
+        pixel, distance = view.project(front)
+        assert torch.unique(pixel).numel() == pixel.numel() == int(photo[..., 3].sum())
+        torch.testing.assert_close(front, origin + distance[:, None] * directions[pixel], atol=1e-5, rtol=0)
+        on = core[pixel]
+        target = expected if mode == "expected" else exact
+        assert on.sum() > 150 and (distance[on] - target[pixel][on]).abs().max() < 0.01, mode
+    assert (expected[core] - exact[core]).median() > 0.1  # the two modes differ well beyond the tolerance
+    with pytest.raises(ValueError, match="reference_depth"):
+        reference_view_seeds(fog, sphere_albedo, AABB, 0.05 * LEVEL, photo, view, num_hidden_points=0, resolution=16,
+                             reference_depth="median")

@@ -9,7 +9,7 @@ colour; the rest of the level set, hidden from the reference camera, is seeded f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Dict, Literal, Optional, Tuple
 
 import math
 
@@ -147,13 +147,9 @@ class PinholeView:
         return torch.where(inside, row * self.width + column, torch.full_like(row, -1)), offset.norm(dim=-1)
 
 
-def first_crossing(grid: DensityGrid, origin: Tensor, directions: Tensor, level: float, step: Optional[float] = None,
-                   chunk: int = 1 << 22, densest: bool = False):
-    """Distance along each unit ray (N,) to where the trilinearly interpolated grid density first reaches `level`
-    (linear between the two samples around it); inf where the ray never does inside the grid's box.
-
-    With `densest`, returns (that distance, the distance to the ray's densest sample (N,), its density (N,); 0 and
-    inf where the ray misses the box)."""
+def _march(grid: DensityGrid, origin: Tensor, directions: Tensor, step: Optional[float], chunk: int):
+    """Yield (ray slice, distances (n, S), trilinear grid densities (n, S), zero past the box) for chunks of unit
+    rays marched through the grid's box at `step` (half the finest voxel side by default), and the step."""
     values = torch.from_numpy(np.nan_to_num(grid.values, nan=0.0)).float()
     volume = values.permute(2, 1, 0)[None, None]  # grid_sample reads (z, y, x) with x the fastest axis
     low, high = torch.from_numpy(grid.aabb[0]).float(), torch.from_numpy(grid.aabb[1]).float()
@@ -162,11 +158,9 @@ def first_crossing(grid: DensityGrid, origin: Tensor, directions: Tensor, level:
     t0, t1 = (low - origin) / safe, (high - origin) / safe
     near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(0.0)
     far = torch.maximum(t0, t1).amin(dim=-1)
-    hits = torch.full((directions.shape[0],), float("inf"))
-    peak_distance, peak_density = torch.full_like(hits, float("inf")), torch.zeros_like(hits)
     steps = int(math.ceil(float((far - near).clamp_min(0).max()) / step)) + 2 if directions.shape[0] else 0
     if steps <= 2:
-        return (hits, peak_distance, peak_density) if densest else hits
+        return
     offsets = torch.arange(steps, dtype=torch.float32) * step
     rays_per_chunk = max(1, chunk // steps)
     for start in range(0, directions.shape[0], rays_per_chunk):
@@ -177,6 +171,19 @@ def first_crossing(grid: DensityGrid, origin: Tensor, directions: Tensor, level:
         density = torch.nn.functional.grid_sample(volume, normalised[None, :, :, None, :], mode="bilinear",
                                                   padding_mode="zeros", align_corners=True)[0, 0, :, :, 0]
         density = torch.where(t <= f[:, None], density, torch.zeros_like(density))
+        yield slice(start, start + rays_per_chunk), t, density, step
+
+
+def first_crossing(grid: DensityGrid, origin: Tensor, directions: Tensor, level: float, step: Optional[float] = None,
+                   chunk: int = 1 << 22, densest: bool = False):
+    """Distance along each unit ray (N,) to where the trilinearly interpolated grid density first reaches `level`
+    (linear between the two samples around it); inf where the ray never does inside the grid's box.
+
+    With `densest`, returns (that distance, the distance to the ray's densest sample (N,), its density (N,); 0 and
+    inf where the ray misses the box)."""
+    hits = torch.full((directions.shape[0],), float("inf"))
+    peak_distance, peak_density = torch.full_like(hits, float("inf")), torch.zeros_like(hits)
+    for rays, t, density, step in _march(grid, origin, directions, step, chunk):
         above = density >= level
         found = above.any(dim=1)
         index = above.float().argmax(dim=1)
@@ -186,13 +193,31 @@ def first_crossing(grid: DensityGrid, origin: Tensor, directions: Tensor, level:
         fraction = torch.where((index > 0) & (d1 > d0), (level - d0) / (d1 - d0).clamp_min(1e-12),
                                torch.zeros_like(d0)).clamp(0.0, 1.0)
         distance = t.gather(1, before[:, None])[:, 0] + torch.where(index > 0, fraction * step, torch.zeros_like(d0))
-        hits[start:start + rays_per_chunk] = torch.where(found, distance, torch.full_like(distance, float("inf")))
+        hits[rays] = torch.where(found, distance, torch.full_like(distance, float("inf")))
         if densest:
             peak, peak_index = density.max(dim=1)
-            peak_density[start:start + rays_per_chunk] = peak
-            peak_distance[start:start + rays_per_chunk] = torch.where(
-                peak > 0, t.gather(1, peak_index[:, None])[:, 0], torch.full_like(peak, float("inf")))
+            peak_density[rays] = peak
+            peak_distance[rays] = torch.where(peak > 0, t.gather(1, peak_index[:, None])[:, 0],
+                                              torch.full_like(peak, float("inf")))
     return (hits, peak_distance, peak_density) if densest else hits
+
+
+def expected_termination(grid: DensityGrid, origin: Tensor, directions: Tensor, step: Optional[float] = None,
+                         chunk: int = 1 << 22) -> Tuple[Tensor, Tensor]:
+    """(expected distance, accumulation), each (N,), of unit rays volume-rendered through the trilinear grid density:
+    weights w_i = T_i (1 - exp(-density_i step)) and distance sum(w_i t_i) / sum(w_i), as a NeRF's "expected" depth
+    output; inf where the accumulation is below 1e-6."""
+    expected = torch.full((directions.shape[0],), float("inf"))
+    accumulation = torch.zeros_like(expected)
+    for rays, t, density, step in _march(grid, origin, directions, step, chunk):
+        alpha = 1.0 - torch.exp(-density.clamp_min(0.0) * step)
+        transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1]], dim=1), dim=1)
+        weights = transmittance * alpha
+        total = weights.sum(dim=1)
+        accumulation[rays] = total
+        expected[rays] = torch.where(total >= 1e-6, (weights * t).sum(dim=1) / total.clamp_min(1e-12),
+                                     torch.full_like(total, float("inf")))
+    return expected, accumulation
 
 
 def fill_missed_depths(distance: Tensor, foreground: Tensor, peak_distance: Tensor, peak_density: Tensor,
@@ -281,6 +306,7 @@ def reference_view_seeds(
     reference_scale: float = 0.2,
     visibility_tolerance: float = 0.03,
     hidden_flatness: float = 0.1,
+    reference_depth: Literal["level-set", "expected"] = "level-set",
     k_neighbours: int = 3,
     scale_multiplier: float = 1.0,
     seed: int = 0,
@@ -289,7 +315,8 @@ def reference_view_seeds(
 ) -> GaussianSeeds:
     """Seeds that keep the photo: first one per foreground pixel of `rgba` (H, W, 4; alpha above 0.5) seen through
     `view`, at the first crossing of {density = level} along the pixel's ray, with the pixel's colour, opacity
-    `reference_opacity` and an isotropic scale of `reference_scale` pixels at its depth (`max_reference_points` > 0
+    `reference_opacity` and an isotropic scale of `reference_scale` pixels at its depth (with `reference_depth`
+    "expected", at the ray's expected termination distance through the density instead; `max_reference_points` > 0
     keeps an evenly drawn subset of at most that many); then `num_hidden_points` on the rest of the level set, which
     the reference camera does not see (`hidden_surface_points`), coloured by `albedo_fn` and sized as
     `nerf_to_gaussians` does. `reference_visible` marks the first group; `counts` records the split."""
@@ -307,6 +334,13 @@ def reference_view_seeds(
     # than the photo's), at the ray's densest sample or at the nearest crossing pixel's distance.
     seed_distance = fill_missed_depths(distance, foreground, peak_distance, peak_density, level, view.height,
                                        view.width)
+    if reference_depth == "expected":
+        # Where the coarse render puts each pixel's depth; a ray that meets no density keeps the fallback above.
+        expected, _ = expected_termination(grid, origin, directions)
+        use = foreground & torch.isfinite(expected)
+        seed_distance = torch.where(use, expected, seed_distance)
+    elif reference_depth != "level-set":
+        raise ValueError(f"reference_depth must be 'level-set' or 'expected', not {reference_depth!r}")
     chosen = torch.nonzero(foreground & torch.isfinite(seed_distance)).squeeze(-1)
     generator = torch.Generator().manual_seed(seed)
     if 0 < max_reference_points < chosen.numel():
