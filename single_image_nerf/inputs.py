@@ -441,6 +441,16 @@ def check_token(path: Path) -> None:
 _VERIFIED: Dict[Tuple[str, int, int], bool] = {}
 
 
+def checkpoint_steps(checkpoint_dir: Path) -> list:
+    """The steps of the `step-NNNNNNNNN.ckpt` files in a folder, ascending (other files are ignored)."""
+    steps = []
+    for path in checkpoint_dir.glob("step-*.ckpt"):
+        number = path.stem[len("step-"):]
+        if number.isdigit():
+            steps.append(int(number))
+    return sorted(steps)
+
+
 def check_checkpoint_file(path: Path) -> None:
     """A step-*.ckpt that torch can read: not empty, a complete zip archive whose records match their CRCs
     (torch.save's format). A file cut short (copied incompletely) or another file is refused with one line."""
@@ -467,8 +477,6 @@ def check_checkpoint_file(path: Path) -> None:
 def check_checkpoint_folder(folder: Path) -> None:
     """A run's nerfstudio_models folder as nerfstudio's loaders read it: only step-NNNNNNNNN.ckpt files (they parse
     every name in it), and the latest checkpoint readable. An absent or empty folder passes (nothing to load)."""
-    from single_image_nerf.trainer import checkpoint_steps
-
     folder = Path(folder)
     if not folder.is_dir():
         return
@@ -490,8 +498,6 @@ def check_training_config(config: Any) -> None:
     check_numbers(config)
     load_dir = getattr(config, "load_dir", None)
     if load_dir is not None and Path(load_dir).is_dir():
-        from single_image_nerf.trainer import checkpoint_steps
-
         steps = checkpoint_steps(Path(load_dir))
         step = config.load_step if config.load_step is not None else (steps[-1] if steps else None)
         if step in steps:
@@ -499,8 +505,6 @@ def check_training_config(config: Any) -> None:
     pipeline = config.pipeline
     coarse = getattr(pipeline.model, "coarse_config", None)
     if coarse is not None and Path(coarse).is_file():
-        from single_image_nerf.trainer import checkpoint_steps
-
         checkpoints = Path(coarse).parent / getattr(config, "relative_model_dir", Path("nerfstudio_models"))
         steps = checkpoint_steps(checkpoints) if checkpoints.is_dir() else []
         if steps:

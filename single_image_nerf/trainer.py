@@ -18,6 +18,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 
 from single_image_nerf.cpu_allocator import keep_freed_memory
 from single_image_nerf.errors import UserInputError
+from single_image_nerf.inputs import checkpoint_steps
 
 
 @dataclass
@@ -55,16 +56,6 @@ class SingleImageTrainerConfig(TrainerConfig):
         folder = super().get_checkpoint_dir()
         check_checkpoint_folder(folder)
         return folder
-
-
-def checkpoint_steps(checkpoint_dir: Path) -> list:
-    """The steps of the `step-NNNNNNNNN.ckpt` files in a folder, ascending (other files are ignored)."""
-    steps = []
-    for path in checkpoint_dir.glob("step-*.ckpt"):
-        number = path.stem[len("step-"):]
-        if number.isdigit():
-            steps.append(int(number))
-    return sorted(steps)
 
 
 class GuardedOptimizers(Optimizers):

@@ -25,6 +25,7 @@ from PIL import Image
 from served_models import served_environment
 from single_image_nerf.batch.manifest import read_manifest
 from single_image_nerf.batch.stages import STAGES, ObjectPlan, run_stage
+from single_image_nerf.inputs import checkpoint_steps
 from single_image_nerf.errors import UserInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,10 +92,6 @@ def alive(pids) -> set:
         if state != "Z":
             living.add(pid)
     return living
-
-
-def checkpoint_steps(folder: Path) -> list:
-    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("step-*.ckpt"))
 
 
 def outputs_of(out: Path, name: str) -> list:

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional
 
 from single_image_nerf.batch.manifest import ObjectRow
 from single_image_nerf.errors import UserInputError
+from single_image_nerf.inputs import checkpoint_steps
 
 STAGES = ("preprocess", "coarse", "refine", "mesh", "splat", "turntable")
 """The stages of every object, in order; each needs the ones before it."""
@@ -172,16 +173,6 @@ class ObjectPaths:
             return self.exports / ".splat.partial"
         final = getattr(self, stage)
         return final.with_name(f".partial-{final.name}")  # keeps the suffix: the commands pick the format by it
-
-
-def checkpoint_steps(folder: Path) -> List[int]:
-    """The steps of the step-NNNNNNNNN.ckpt files in a folder, ascending."""
-    steps = []
-    for path in folder.glob("step-*.ckpt"):
-        match = re.fullmatch(r"step-(\d+)\.ckpt", path.name)
-        if match:
-            steps.append(int(match.group(1)))
-    return sorted(steps)
 
 
 def configured_steps(config: Path) -> Optional[int]:

@@ -44,7 +44,7 @@ def read_coarse_config(path: Optional[Path]):
 def latest_checkpoint(config_path: Path, config) -> Path:
     """The newest step-*.ckpt of the run whose config.yml is `config_path` (found beside it, wherever the run was
     moved). Raises a one-line UserInputError when there is none."""
-    from single_image_nerf.trainer import checkpoint_steps
+    from single_image_nerf.inputs import checkpoint_steps
 
     folder = Path(config_path).parent / config.relative_model_dir
     steps = checkpoint_steps(folder) if folder.is_dir() else []
