@@ -101,16 +101,17 @@ def score_stage(pipeline, args: argparse.Namespace, photo_rgba) -> dict:
             "views": report["views"]}
 
 
-def run_refine(args: argparse.Namespace, trainer, config, data: Path, root: Path) -> None:
-    """Refine after the coarse run, then both stages side by side (printed, and in --json)."""
+def run_refine(args: argparse.Namespace, coarse_pipeline, coarse_config: Path, data: Path, root: Path) -> None:
+    """Refine after the coarse run (`coarse_pipeline`, saved at `coarse_config`), then both stages side by side
+    (printed, and in --json)."""
     import numpy as np
     import torch
     from PIL import Image
 
     photo = torch.from_numpy(np.asarray(Image.open(data / "rgba.png"), dtype=np.float32) / 255.0)
-    coarse_scores = score_stage(trainer.pipeline, args, photo)
-    del trainer
-    refine = build_refine_config(args, config.get_base_dir() / "config.yml", root / "outputs")
+    coarse_scores = score_stage(coarse_pipeline, args, photo)
+    del coarse_pipeline
+    refine = build_refine_config(args, coarse_config, root / "outputs")
     refine.set_timestamp()
     refine_trainer = refine.setup(local_rank=0, world_size=1)
     refine_trainer.setup()
@@ -165,9 +166,13 @@ def main() -> None:
     parser.add_argument("--hidden-points", type=int, default=5000, help="refine seeds on the hidden surface")
     parser.add_argument("--contextual-vgg-weights", default="imagenet")
     parser.add_argument("--contextual-loss-mult", type=float, default=1.0)
+    parser.add_argument("--coarse-config", type=Path, default=None,
+                        help="refine from this earlier coarse run of the benchmark (its config.yml) instead of training "
+                             "one; its data folder and settings are reused")
     args = parser.parse_args()
 
     import torch
+    from PIL import Image
 
     from single_image_nerf.known_objects import ReferenceView, get_known_object, write_reference_folder
     from single_image_nerf.scripts import evaluate as E
@@ -178,6 +183,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     root = Path(tempfile.mkdtemp(prefix="oracle-"))
+    if args.coarse_config is not None:  # refine an earlier coarse run of this benchmark
+        from single_image_nerf.inputs import checkpoint_steps
+        from single_image_nerf.runs import load_pipeline
+
+        coarse, pipeline = load_pipeline(args.coarse_config)
+        data = Path(coarse.pipeline.datamanager.data)
+        args.photo_size = args.photo_size or Image.open(data / "rgba.png").width
+        args.steps = checkpoint_steps(args.coarse_config.parent / "nerfstudio_models")[-1] + 1
+        args.size = coarse.pipeline.datamanager.dataparser.image_size
+        run_refine(args, pipeline, args.coarse_config, data, root)
+        return
     args.photo_size = args.photo_size or args.size
     data = write_reference_folder(get_known_object(args.object), root / "data", ReferenceView(size=args.photo_size))
     config = build_config(args, data, root / "outputs")
@@ -189,7 +205,7 @@ def main() -> None:
     trainer.train()
     train_seconds = time.perf_counter() - start
     if args.refine_steps > 0:
-        run_refine(args, trainer, config, data, root)
+        run_refine(args, trainer.pipeline, config.get_base_dir() / "config.yml", data, root)
         return
     reports = {}
     for supersample in args.supersample:  # geometry does not depend on it: scored with the first only

@@ -159,6 +159,7 @@ NUMERIC_RULES: Dict[str, Range] = {
     "RefineSplatModelConfig.seed_reference_scale": Range(0.0, 100.0, open_low=True),
     "RefineSplatModelConfig.seed_visibility_tolerance": Range(0.0, 10.0),
     "RefineSplatModelConfig.seed_hidden_flatness": Range(0.0, 1.0, open_low=True),
+    "RefineSplatModelConfig.seed_surface_search": Range(0.0, 10.0, open_low=True),
     "RefineSplatModelConfig.seed_density_level": Range(0.0, 1e6, open_low=True),
     "RefineSplatModelConfig.seed_grid_resolution": Range(8, 1024, integer=True),
     "RefineSplatModelConfig.seed_opacity": OPEN_FRACTION,

@@ -105,7 +105,7 @@ def test_reference_seeds_take_the_photos_colours_and_hidden_seeds_the_fields():
     photo = torch.rand(size, size, 4, generator=torch.Generator().manual_seed(3))
     photo[..., 3] = torch.isfinite(exact).reshape(size, size).float()
     seeds = reference_view_seeds(sphere_density, sphere_albedo, AABB, LEVEL, photo, view, num_hidden_points=2000,
-                                 resolution=64)
+                                 resolution=64, reference_depth="level-set", hidden_depth="level-set")
     front = seeds.reference_visible
     foreground = int(photo[..., 3].sum())
     assert seeds.counts["reference"] == int(front.sum()) >= foreground - 4  # a few silhouette pixels may miss
@@ -256,3 +256,46 @@ def test_expected_depth_seeds_lie_at_the_rendered_expected_depth():
     with pytest.raises(ValueError, match="reference_depth"):
         reference_view_seeds(fog, sphere_albedo, AABB, 0.05 * LEVEL, photo, view, num_hidden_points=0, resolution=16,
                              reference_depth="median")
+
+
+def radial_expected_radius(density_fn, start: float, length: float, samples: int = 4096) -> float:
+    """Distance from the sphere's centre at which nerfstudio's "expected" depth puts the surface seen by a ray cast
+    straight at the centre from `start` out, over `length`."""
+    from nerfstudio.cameras.rays import RayBundle
+    from nerfstudio.model_components.ray_samplers import UniformSampler
+    from nerfstudio.model_components.renderers import DepthRenderer
+
+    centre = torch.tensor(SPHERE_CENTRE)
+    bundle = RayBundle(origins=(centre + torch.tensor([0.0, 0.0, start]))[None], directions=torch.tensor([[0.0, 0.0, -1.0]]),
+                       pixel_area=torch.ones(1, 1), nears=torch.zeros(1, 1), fars=torch.full((1, 1), length))
+    ray_samples = UniformSampler(num_samples=samples, train_stratified=False, single_jitter=False)(bundle)
+    density = density_fn(ray_samples.frustums.get_positions().reshape(-1, 3)).reshape(1, samples, 1)
+    return start - float(DepthRenderer(method="expected")(ray_samples.get_weights(density), ray_samples)[0, 0])
+
+
+def test_hidden_seeds_settle_where_a_render_sees_the_surface():
+    """On the soft ball the rendered surface lies outside the level set (its density rises well before the level):
+    with hidden_depth "expected" (the default) each hidden seed moves along its normal to the expected termination of
+    the inward ray that starts `surface_search` outside it, and stays hidden from the reference camera; with
+    "level-set" it stays on the level set."""
+    from single_image_nerf.refine.nerf_to_gaussians import hidden_from_view
+
+    size = 32
+    view = sphere_view(size)
+    photo = torch.ones(size, size, 4)
+    photo[..., 3] = torch.isfinite(analytic_first_hit(view)).reshape(size, size).float()
+    centre = torch.tensor(SPHERE_CENTRE)
+    search = 0.15
+    by_mode = {mode: reference_view_seeds(sphere_density, sphere_albedo, AABB, LEVEL, photo, view,
+                                          num_hidden_points=300, resolution=64, hidden_depth=mode,
+                                          surface_search=search) for mode in ("level-set", "expected")}
+    radius = {mode: (seeds.means[~seeds.reference_visible] - centre).norm(dim=-1) for mode, seeds in by_mode.items()}
+    rendered = radial_expected_radius(sphere_density, SPHERE_RADIUS + search, 2.0 * search)
+    assert (radius["level-set"] - SPHERE_RADIUS).abs().max() < 0.01
+    settled = radius["expected"][(radius["expected"] - radius["level-set"]).abs() > 1e-6]
+    assert settled.numel() > 0.8 * 300
+    assert (settled - rendered).abs().max() < 0.01 and rendered - SPHERE_RADIUS > 0.03
+    seeds = by_mode["expected"]
+    pixel, distance = view.project(seeds.means[seeds.reference_visible])  # where the photo's seeds sit
+    reference_distance = torch.full((size * size,), torch.inf).index_put((pixel,), distance)
+    assert hidden_from_view(seeds.means[~seeds.reference_visible], view, reference_distance, 0.03).all()

@@ -2,6 +2,7 @@
 (Gaussians seeded from the coarse field, the pure-torch rasteriser, gsplat's densification, the contextual loss with
 a random VGG), its checkpoint loaded back as ns-export does, and one-line errors for a wrong coarse run."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -195,9 +196,12 @@ def test_growth_leaves_the_reference_view_gaussians_alone(refined):
     state["grad2d"] = torch.full((count,), 10.0 * strategy.grow_grad2d)
     state["count"] = torch.ones(count)
     state["radii"] = torch.ones(count)
+    small = ~tagged & (torch.arange(count) % 2 == 0)  # below grow_scale3d: cloned as well as split
+    with torch.no_grad():
+        model.gauss_params["scales"][small] = math.log(0.1 * strategy.grow_scale3d)
     duplicated, split = strategy._grow_gs(model.gauss_params, model.optimizers, state, step=1)
     hidden = int((~tagged).sum())
-    assert split == hidden and 0 < duplicated <= hidden  # every hidden one is split (screen size), small ones cloned
+    assert split == hidden and int(small.sum()) <= duplicated <= hidden  # every hidden one split, small ones cloned
     assert model.num_points == count + duplicated + split
     assert int(state["reference_visible"].sum()) == int(tagged.sum())
 

@@ -147,9 +147,11 @@ class PinholeView:
         return torch.where(inside, row * self.width + column, torch.full_like(row, -1)), offset.norm(dim=-1)
 
 
-def _march(grid: DensityGrid, origin: Tensor, directions: Tensor, step: Optional[float], chunk: int):
+def _march(grid: DensityGrid, origin: Tensor, directions: Tensor, step: Optional[float], chunk: int,
+           max_distance: Optional[float] = None):
     """Yield (ray slice, distances (n, S), trilinear grid densities (n, S), zero past the box) for chunks of unit
-    rays marched through the grid's box at `step` (half the finest voxel side by default), and the step."""
+    rays marched through the grid's box at `step` (half the finest voxel side by default), and the step. `origin` is
+    one point (3,) for every ray or one per ray (N, 3); `max_distance` stops the rays there."""
     values = torch.from_numpy(np.nan_to_num(grid.values, nan=0.0)).float()
     volume = values.permute(2, 1, 0)[None, None]  # grid_sample reads (z, y, x) with x the fastest axis
     low, high = torch.from_numpy(grid.aabb[0]).float(), torch.from_numpy(grid.aabb[1]).float()
@@ -158,6 +160,8 @@ def _march(grid: DensityGrid, origin: Tensor, directions: Tensor, step: Optional
     t0, t1 = (low - origin) / safe, (high - origin) / safe
     near = torch.minimum(t0, t1).amax(dim=-1).clamp_min(0.0)
     far = torch.maximum(t0, t1).amin(dim=-1)
+    if max_distance is not None:
+        far = far.clamp_max(float(max_distance))
     steps = int(math.ceil(float((far - near).clamp_min(0).max()) / step)) + 2 if directions.shape[0] else 0
     if steps <= 2:
         return
@@ -166,7 +170,8 @@ def _march(grid: DensityGrid, origin: Tensor, directions: Tensor, step: Optional
     for start in range(0, directions.shape[0], rays_per_chunk):
         d, n, f = (x[start:start + rays_per_chunk] for x in (directions, near, far))
         t = n[:, None] + offsets[None, :]
-        points = origin + t[..., None] * d[:, None, :]
+        o = origin[start:start + rays_per_chunk, None, :] if origin.dim() == 2 else origin
+        points = o + t[..., None] * d[:, None, :]
         normalised = (points - low) / (high - low) * 2.0 - 1.0
         density = torch.nn.functional.grid_sample(volume, normalised[None, :, :, None, :], mode="bilinear",
                                                   padding_mode="zeros", align_corners=True)[0, 0, :, :, 0]
@@ -203,13 +208,14 @@ def first_crossing(grid: DensityGrid, origin: Tensor, directions: Tensor, level:
 
 
 def expected_termination(grid: DensityGrid, origin: Tensor, directions: Tensor, step: Optional[float] = None,
-                         chunk: int = 1 << 22) -> Tuple[Tensor, Tensor]:
-    """(expected distance, accumulation), each (N,), of unit rays volume-rendered through the trilinear grid density:
-    weights w_i = T_i (1 - exp(-density_i step)) and distance sum(w_i t_i) / sum(w_i), as a NeRF's "expected" depth
-    output; inf where the accumulation is below 1e-6."""
+                         chunk: int = 1 << 22, max_distance: Optional[float] = None) -> Tuple[Tensor, Tensor]:
+    """(expected distance, accumulation), each (N,), of unit rays (from one `origin` (3,) or one each (N, 3), up to
+    `max_distance`) volume-rendered through the trilinear grid density: weights w_i = T_i (1 - exp(-density_i step))
+    and distance sum(w_i t_i) / sum(w_i), as a NeRF's "expected" depth output; inf where the accumulation is below
+    1e-6."""
     expected = torch.full((directions.shape[0],), float("inf"))
     accumulation = torch.zeros_like(expected)
-    for rays, t, density, step in _march(grid, origin, directions, step, chunk):
+    for rays, t, density, step in _march(grid, origin, directions, step, chunk, max_distance):
         alpha = 1.0 - torch.exp(-density.clamp_min(0.0) * step)
         transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1]], dim=1), dim=1)
         weights = transmittance * alpha
@@ -218,6 +224,20 @@ def expected_termination(grid: DensityGrid, origin: Tensor, directions: Tensor, 
         expected[rays] = torch.where(total >= 1e-6, (weights * t).sum(dim=1) / total.clamp_min(1e-12),
                                      torch.full_like(total, float("inf")))
     return expected, accumulation
+
+
+def settle_on_rendered_surface(grid: DensityGrid, points: Tensor, normals: Tensor, search: float,
+                               min_accumulation: float = 0.5) -> Tensor:
+    """`points` (N, 3) moved along their outward unit `normals` to where a render of the density sees the surface:
+    the expected termination of a ray cast inward from `search` outside each point, over 2 `search`. A level set
+    of the density lies outside that surface (the density rises before the render's weights peak); a point whose
+    ray gathers less than `min_accumulation` stays where it was."""
+    if points.shape[0] == 0:
+        return points
+    origins = points + search * normals
+    distance, accumulation = expected_termination(grid, origins, -normals, max_distance=2.0 * search)
+    settled = (accumulation >= min_accumulation) & torch.isfinite(distance)
+    return torch.where(settled[:, None], origins - distance.nan_to_num(0.0, 0.0, 0.0)[:, None] * normals, points)
 
 
 def fill_missed_depths(distance: Tensor, foreground: Tensor, peak_distance: Tensor, peak_density: Tensor,
@@ -266,11 +286,9 @@ def quats_from_z_axes(axes: Tensor) -> Tensor:
     return torch.nn.functional.normalize(quats, dim=-1)
 
 
-def hidden_surface_points(surface: Surface, count: int, view: PinholeView, reference_distance: Tensor,
-                          tolerance: float, generator: torch.Generator, rounds: int = 8) -> Tensor:
-    """`count` points (or fewer, if the hidden surface is too small to find them in `rounds` draws) spread uniformly
-    by area over the part of `surface` the reference camera does not see: points that project outside its image or
-    lie more than `tolerance` behind the surface that its pixel's ray, or a neighbouring pixel's, meets first
+def hidden_from_view(points: Tensor, view: PinholeView, reference_distance: Tensor, tolerance: float) -> Tensor:
+    """(N,) True for the `points` the reference camera does not see: those that project outside its image or lie
+    more than `tolerance` behind the surface that their pixel's ray, or a neighbouring pixel's, meets first
     (`reference_distance`, (H*W,), inf where a ray meets nothing)."""
     image = reference_distance.reshape(1, 1, view.height, view.width)
     finite = torch.where(torch.isfinite(image), image, torch.full_like(image, -float("inf")))
@@ -278,12 +296,19 @@ def hidden_surface_points(surface: Surface, count: int, view: PinholeView, refer
     # the tolerance within one pixel, and its samples must not pass for hidden.
     farthest = torch.nn.functional.max_pool2d(finite, 3, stride=1, padding=1).reshape(-1)
     reference_distance = torch.where(torch.isfinite(farthest), farthest, reference_distance)
+    pixel, distance = view.project(points)
+    first = torch.where(pixel >= 0, reference_distance[pixel.clamp_min(0)], torch.full_like(distance, -1.0))
+    return (pixel < 0) | (distance > first + tolerance)
+
+
+def hidden_surface_points(surface: Surface, count: int, view: PinholeView, reference_distance: Tensor,
+                          tolerance: float, generator: torch.Generator, rounds: int = 8) -> Tensor:
+    """`count` points (or fewer, if the hidden surface is too small to find them in `rounds` draws) spread uniformly
+    by area over the part of `surface` the reference camera does not see (`hidden_from_view`)."""
     kept, found = [], 0
     for _ in range(rounds):
         candidates = sample_surface(surface, max(2 * count, 1024), generator)
-        pixel, distance = view.project(candidates)
-        first = torch.where(pixel >= 0, reference_distance[pixel.clamp_min(0)], torch.full_like(distance, -1.0))
-        hidden = (pixel < 0) | (distance > first + tolerance)
+        hidden = hidden_from_view(candidates, view, reference_distance, tolerance)
         kept.append(candidates[hidden])
         found += int(hidden.sum())
         if found >= count:
@@ -306,7 +331,9 @@ def reference_view_seeds(
     reference_scale: float = 0.2,
     visibility_tolerance: float = 0.03,
     hidden_flatness: float = 0.1,
-    reference_depth: Literal["level-set", "expected"] = "level-set",
+    reference_depth: Literal["level-set", "expected"] = "expected",
+    hidden_depth: Literal["level-set", "expected"] = "expected",
+    surface_search: float = 0.05,
     k_neighbours: int = 3,
     scale_multiplier: float = 1.0,
     seed: int = 0,
@@ -314,12 +341,17 @@ def reference_view_seeds(
     progress: Optional[ProgressFn] = None,
 ) -> GaussianSeeds:
     """Seeds that keep the photo: first one per foreground pixel of `rgba` (H, W, 4; alpha above 0.5) seen through
-    `view`, at the first crossing of {density = level} along the pixel's ray, with the pixel's colour, opacity
-    `reference_opacity` and an isotropic scale of `reference_scale` pixels at its depth (with `reference_depth`
-    "expected", at the ray's expected termination distance through the density instead; `max_reference_points` > 0
-    keeps an evenly drawn subset of at most that many); then `num_hidden_points` on the rest of the level set, which
-    the reference camera does not see (`hidden_surface_points`), coloured by `albedo_fn` and sized as
-    `nerf_to_gaussians` does. `reference_visible` marks the first group; `counts` records the split."""
+    `view`, at the ray's expected termination distance through the density (where a render puts the pixel's depth;
+    with `reference_depth` "level-set", at its first crossing of {density = level}), with the pixel's colour, opacity
+    `reference_opacity` and an isotropic scale of `reference_scale` pixels at its depth (`max_reference_points` > 0
+    keeps an evenly drawn subset of at most that many); then `num_hidden_points` drawn on the rest of the level set,
+    which the reference camera does not see (`hidden_surface_points`), each moved along its normal onto the rendered
+    surface (`settle_on_rendered_surface` within `surface_search`; with `hidden_depth` "level-set", left on the level
+    set), coloured by `albedo_fn` there and sized as `nerf_to_gaussians` does. `reference_visible` marks the first
+    group; `counts` records the split."""
+    for name, value in (("reference_depth", reference_depth), ("hidden_depth", hidden_depth)):
+        if value not in ("level-set", "expected"):
+            raise ValueError(f"{name} must be 'level-set' or 'expected', not {value!r}")
     rgba = torch.as_tensor(rgba, dtype=torch.float32).cpu()
     if tuple(rgba.shape[:2]) != (view.height, view.width):
         raise ValueError(f"reference image {tuple(rgba.shape[:2])} does not match the camera "
@@ -339,8 +371,6 @@ def reference_view_seeds(
         expected, _ = expected_termination(grid, origin, directions)
         use = foreground & torch.isfinite(expected)
         seed_distance = torch.where(use, expected, seed_distance)
-    elif reference_depth != "level-set":
-        raise ValueError(f"reference_depth must be 'level-set' or 'expected', not {reference_depth!r}")
     chosen = torch.nonzero(foreground & torch.isfinite(seed_distance)).squeeze(-1)
     generator = torch.Generator().manual_seed(seed)
     if 0 < max_reference_points < chosen.numel():
@@ -350,6 +380,11 @@ def reference_view_seeds(
     front_scales = (reference_scale * seed_distance[chosen] * forward / view.fx).clamp_min(1e-6)[:, None].expand(-1, 3)
     back = hidden_surface_points(surface, num_hidden_points, view, seed_distance, visibility_tolerance, generator) \
         if num_hidden_points > 0 else torch.zeros(0, 3)
+    back_normals = grid_normals(grid, back) if back.shape[0] else torch.zeros(0, 3)
+    if hidden_depth == "expected":  # where no longer hidden once moved, a point stays on the level set
+        settled = settle_on_rendered_surface(grid, back, back_normals, surface_search)
+        still_hidden = hidden_from_view(settled, view, seed_distance, visibility_tolerance)
+        back = torch.where(still_hidden[:, None], settled, back)
     colours = []
     with torch.no_grad():
         for start in range(0, back.shape[0], chunk):
@@ -358,7 +393,7 @@ def reference_view_seeds(
     back_scales = knn_scales(back, k_neighbours) * scale_multiplier if back.shape[0] else torch.zeros(0, 3)
     # Hidden seeds are discs in the surface's tangent plane (`hidden_flatness` times as thick as wide): the reference
     # camera sees the surface at its silhouette edge-on, so a disc there does not spill over the photo's outline.
-    back_quats = quats_from_z_axes(grid_normals(grid, back)) if back.shape[0] else torch.zeros(0, 4)
+    back_quats = quats_from_z_axes(back_normals) if back.shape[0] else torch.zeros(0, 4)
     back_scales = back_scales * torch.tensor([1.0, 1.0, float(hidden_flatness)])
     front_quats = torch.zeros(chosen.numel(), 4)
     front_quats[:, 0] = 1.0

@@ -61,8 +61,15 @@ class RefineSplatModelConfig(SplatfactoModelConfig, SharedLossWeights):
     seed_visibility_tolerance: float = 0.03
     """A level-set point counts as seen by the reference camera unless it lies this far (world units) behind the
     surface the reference rays meet first."""
-    seed_reference_depth: Literal["level-set", "expected"] = "level-set"
-    """Where a reference-view Gaussian sits on its pixel's ray: the first crossing of the seed level set, or the coarse field's expected ray-termination distance."""
+    seed_reference_depth: Literal["level-set", "expected"] = "expected"
+    """Where a reference-view Gaussian sits on its pixel's ray: the coarse field's expected ray-termination distance
+    (where the coarse render puts the pixel's depth), or the first crossing of the seed level set."""
+    seed_hidden_depth: Literal["level-set", "expected"] = "expected"
+    """Where a hidden-surface Gaussian sits: moved along its normal to the expected ray termination of the coarse
+    field (where a render sees the surface; the level set lies outside it), or on the seed level set."""
+    seed_surface_search: float = 0.05
+    """How far outside a hidden level-set point (world units) its inward normal ray starts when it is moved onto the
+    rendered surface (the ray runs twice this far)."""
     freeze_reference_colours: bool = True
     """Keep the reference-view Gaussians (and their split and cloned children) at the photo's colours; the guidance
     and the contextual loss act on the other Gaussians only."""
@@ -259,7 +266,8 @@ class RefineSplatModel(SplatfactoModel):
                 num_hidden_points=config.seed_num_points, max_reference_points=config.seed_reference_points,
                 reference_opacity=config.seed_reference_opacity, reference_scale=config.seed_reference_scale,
                 visibility_tolerance=config.seed_visibility_tolerance, hidden_flatness=config.seed_hidden_flatness,
-                reference_depth=config.seed_reference_depth, **common)
+                reference_depth=config.seed_reference_depth, hidden_depth=config.seed_hidden_depth,
+                surface_search=config.seed_surface_search, **common)
         else:
             seeds = seeds_from_model(coarse_model, config.seed_density_level, num_points=config.seed_num_points,
                                      **common)
