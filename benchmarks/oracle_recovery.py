@@ -58,7 +58,7 @@ def build_refine_config(args: argparse.Namespace, coarse_config: Path, output_di
     config.steps_per_eval_image = 10**9
     pipeline = config.pipeline
     novel = pipeline.datamanager.novel_views
-    novel.resolution = args.novel_resolution
+    novel.resolution = args.refine_novel_resolution or novel.resolution
     novel.views_per_step = args.views_per_step
     model = pipeline.model
     model.coarse_config = coarse_config
@@ -115,14 +115,15 @@ def run_refine(args: argparse.Namespace, coarse_pipeline, coarse_config: Path, d
     refine.set_timestamp()
     refine_trainer = refine.setup(local_rank=0, world_size=1)
     refine_trainer.setup()
-    seeded_scores = {"reference_photo_psnr": photo_psnr(refine_trainer.pipeline, photo, args.photo_size)}
+    seeded_scores = score_stage(refine_trainer.pipeline, args, photo)
     start = time.perf_counter()
     refine_trainer.train()
     seconds = time.perf_counter() - start
     model = refine_trainer.pipeline.model
     refine_scores = score_stage(refine_trainer.pipeline, args, photo)
     tagged = int(model.reference_visible.sum())
-    print(f"refine: {args.refine_steps} steps, {seconds:.0f} s on {args.device} "
+    print(f"refine: {args.refine_steps} steps, novel views {refine.pipeline.datamanager.novel_views.resolution} px, "
+          f"{seconds:.0f} s on {args.device} "
           f"({1000 * seconds / max(1, args.refine_steps):.0f} ms/step), {model.num_points} Gaussians "
           f"({tagged} carrying the photo)")
     print(f"| stage | reference PSNR at {args.photo_size} px (vs photo) | held-out mean PSNR, "
@@ -130,14 +131,16 @@ def run_refine(args: argparse.Namespace, coarse_pipeline, coarse_config: Path, d
     print("|---|---:|---:|---:|")
     print(f"| coarse ({args.steps} steps, {args.size} px reference) | {coarse_scores['reference_photo_psnr']:.2f} | "
           f"{coarse_scores['held_out_psnr']:.2f} | {coarse_scores['held_out_worst']:.2f} |")
-    print(f"| refine, as seeded | {seeded_scores['reference_photo_psnr']:.2f} | | |")
+    print(f"| refine, as seeded | {seeded_scores['reference_photo_psnr']:.2f} | {seeded_scores['held_out_psnr']:.2f} | "
+          f"{seeded_scores['held_out_worst']:.2f} |")
     print(f"| refine ({args.refine_steps} steps, {args.photo_size} px reference) | "
           f"{refine_scores['reference_photo_psnr']:.2f} | {refine_scores['held_out_psnr']:.2f} | "
           f"{refine_scores['held_out_worst']:.2f} |")
     if args.json is not None:
         from single_image_nerf.scripts import evaluate as E
 
-        E.write_report({"coarse": coarse_scores, "refine_seeded": seeded_scores, "refine": refine_scores,
+        E.write_report({"coarse_config": str(coarse_config), "coarse": coarse_scores, "refine_seeded": seeded_scores,
+                        "refine": refine_scores,
                         "refine_seconds": seconds, "gaussians": model.num_points, "tagged": tagged,
                         "args": {k: str(v) for k, v in vars(args).items()}}, args.json)
 
@@ -163,6 +166,9 @@ def main() -> None:
     parser.add_argument("--refine-steps", type=int, default=0, help="refine steps after the coarse run (0: none)")
     parser.add_argument("--photo-size", type=int, default=None,
                         help="side of the written photo (rgba.png) the refine stage fits (default: --size)")
+    parser.add_argument("--refine-novel-resolution", type=int, default=0,
+                        help="novel-view render side of the refine stage, pixels (0: the stage's default, 128; much "
+                             "smaller renders smear its photo-pixel seeds and train the Gaussians for that blur)")
     parser.add_argument("--hidden-points", type=int, default=5000, help="refine seeds on the hidden surface")
     parser.add_argument("--contextual-vgg-weights", default="imagenet")
     parser.add_argument("--contextual-loss-mult", type=float, default=1.0)
