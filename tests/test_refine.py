@@ -46,6 +46,7 @@ def tiny_refine_config(coarse_config: Path, output_dir: Path, steps: int):
     model.coarse_config = coarse_config
     model.seed_num_points = SEED_POINTS
     model.seed_grid_resolution = 32
+    model.seed_reference_scale = 0.2  # sharp seeds: the photo's colours per pixel at this tiny size
     model.warmup_length = 1
     model.refine_every = 3
     model.contextual_loss_mult = 0.1

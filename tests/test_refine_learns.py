@@ -65,6 +65,7 @@ def test_a_short_refine_run_fits_the_reference_view(coarse_run, tmp_path):
     model.contextual_loss_mult = 0.0
     # The default seeds reproduce the photo (about 0.002 colour error): faint ones leave the run something to fit.
     model.seed_reference_opacity = 0.3
+    model.seed_reference_scale = 0.2
     config.set_timestamp()
     config.save_config()
     threads = torch.get_num_threads()

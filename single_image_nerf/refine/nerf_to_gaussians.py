@@ -328,7 +328,7 @@ def reference_view_seeds(
     resolution: int = 128,
     opacity: float = 0.5,
     reference_opacity: float = 0.99,
-    reference_scale: float = 0.2,
+    reference_scale: float = 0.5,
     visibility_tolerance: float = 0.03,
     hidden_flatness: float = 0.1,
     reference_depth: Literal["level-set", "expected"] = "expected",

@@ -52,9 +52,10 @@ class RefineSplatModelConfig(SplatfactoModelConfig, SharedLossWeights):
     """At most this many reference-view Gaussians, drawn evenly from the foreground pixels (0: every pixel)."""
     seed_reference_opacity: float = 0.99
     """Initial opacity of the reference-view Gaussians (near-opaque: each pixel shows its own seed's colour)."""
-    seed_reference_scale: float = 0.2
-    """Size of the reference-view Gaussians in reference pixels (standard deviation at their depth; the rasteriser
-    adds its own 0.3 px² blur, so neighbouring pixels' seeds barely mix)."""
+    seed_reference_scale: float = 0.5
+    """Size of the reference-view Gaussians in reference pixels (standard deviation at their depth): half the pixel
+    spacing, so neighbouring seeds still join when the view is rendered larger than the photo (zoomed in); smaller
+    seeds are sharper at the photo's own size but break into dots at twice it."""
     seed_hidden_flatness: float = 0.1
     """Thickness of the hidden-surface Gaussians along the surface normal, as a fraction of their width (discs in
     the tangent plane: seen edge-on at the reference silhouette, they do not spill over the photo's outline)."""
