@@ -179,32 +179,72 @@ def _march(grid: DensityGrid, origin: Tensor, directions: Tensor, step: Optional
         yield slice(start, start + rays_per_chunk), t, density, step
 
 
-def first_crossing(grid: DensityGrid, origin: Tensor, directions: Tensor, level: float, step: Optional[float] = None,
-                   chunk: int = 1 << 22, densest: bool = False):
-    """Distance along each unit ray (N,) to where the trilinearly interpolated grid density first reaches `level`
-    (linear between the two samples around it); inf where the ray never does inside the grid's box.
+@dataclass
+class RayDepths:
+    """What one march of unit rays through the trilinear grid density finds, each (N,)."""
 
-    With `densest`, returns (that distance, the distance to the ray's densest sample (N,), its density (N,); 0 and
-    inf where the ray misses the box)."""
-    hits = torch.full((directions.shape[0],), float("inf"))
-    peak_distance, peak_density = torch.full_like(hits, float("inf")), torch.zeros_like(hits)
+    crossing: Tensor
+    """Distance to where the density first reaches the level (linear between the two samples around it); inf where
+    the ray never does inside the grid's box."""
+    peak_distance: Tensor
+    """Distance to the ray's densest sample; inf where the ray meets no density."""
+    peak_density: Tensor
+    """That density (0 where the ray misses the box)."""
+    expected: Optional[Tensor] = None
+    """Expected termination distance (`expected_termination`), when asked for."""
+    accumulation: Optional[Tensor] = None
+    """Its accumulated opacity, when asked for."""
+
+
+def _crossing(t: Tensor, density: Tensor, step: float, level: float) -> Tensor:
+    """First-crossing distances of one marched chunk (see `RayDepths.crossing`)."""
+    above = density >= level
+    found = above.any(dim=1)
+    index = above.float().argmax(dim=1)
+    before = (index - 1).clamp_min(0)
+    d1 = density.gather(1, index[:, None])[:, 0]
+    d0 = density.gather(1, before[:, None])[:, 0]
+    fraction = torch.where((index > 0) & (d1 > d0), (level - d0) / (d1 - d0).clamp_min(1e-12),
+                           torch.zeros_like(d0)).clamp(0.0, 1.0)
+    distance = t.gather(1, before[:, None])[:, 0] + torch.where(index > 0, fraction * step, torch.zeros_like(d0))
+    return torch.where(found, distance, torch.full_like(distance, float("inf")))
+
+
+def _termination(t: Tensor, density: Tensor, step: float) -> Tuple[Tensor, Tensor]:
+    """(expected distance, accumulation) of one marched chunk (see `expected_termination`)."""
+    alpha = 1.0 - torch.exp(-density.clamp_min(0.0) * step)
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1]], dim=1), dim=1)
+    weights = transmittance * alpha
+    total = weights.sum(dim=1)
+    expected = torch.where(total >= 1e-6, (weights * t).sum(dim=1) / total.clamp_min(1e-12),
+                           torch.full_like(total, float("inf")))
+    return expected, total
+
+
+def march_depths(grid: DensityGrid, origin: Tensor, directions: Tensor, level: float, expected: bool = False,
+                 step: Optional[float] = None, chunk: int = 1 << 22) -> RayDepths:
+    """First crossings of `level`, densest samples and, with `expected`, expected terminations of unit rays, all
+    from one march through the grid."""
+    crossing = torch.full((directions.shape[0],), float("inf"))
+    depths = RayDepths(crossing, torch.full_like(crossing, float("inf")), torch.zeros_like(crossing),
+                       torch.full_like(crossing, float("inf")) if expected else None,
+                       torch.zeros_like(crossing) if expected else None)
     for rays, t, density, step in _march(grid, origin, directions, step, chunk):
-        above = density >= level
-        found = above.any(dim=1)
-        index = above.float().argmax(dim=1)
-        before = (index - 1).clamp_min(0)
-        d1 = density.gather(1, index[:, None])[:, 0]
-        d0 = density.gather(1, before[:, None])[:, 0]
-        fraction = torch.where((index > 0) & (d1 > d0), (level - d0) / (d1 - d0).clamp_min(1e-12),
-                               torch.zeros_like(d0)).clamp(0.0, 1.0)
-        distance = t.gather(1, before[:, None])[:, 0] + torch.where(index > 0, fraction * step, torch.zeros_like(d0))
-        hits[rays] = torch.where(found, distance, torch.full_like(distance, float("inf")))
-        if densest:
-            peak, peak_index = density.max(dim=1)
-            peak_density[rays] = peak
-            peak_distance[rays] = torch.where(peak > 0, t.gather(1, peak_index[:, None])[:, 0],
-                                              torch.full_like(peak, float("inf")))
-    return (hits, peak_distance, peak_density) if densest else hits
+        depths.crossing[rays] = _crossing(t, density, step, level)
+        peak, peak_index = density.max(dim=1)
+        depths.peak_density[rays] = peak
+        depths.peak_distance[rays] = torch.where(peak > 0, t.gather(1, peak_index[:, None])[:, 0],
+                                                 torch.full_like(peak, float("inf")))
+        if expected:
+            depths.expected[rays], depths.accumulation[rays] = _termination(t, density, step)
+    return depths
+
+
+def first_crossing(grid: DensityGrid, origin: Tensor, directions: Tensor, level: float, step: Optional[float] = None,
+                   chunk: int = 1 << 22) -> Tensor:
+    """Distance along each unit ray (N,) to where the trilinearly interpolated grid density first reaches `level`
+    (linear between the two samples around it); inf where the ray never does inside the grid's box."""
+    return march_depths(grid, origin, directions, level, step=step, chunk=chunk).crossing
 
 
 def expected_termination(grid: DensityGrid, origin: Tensor, directions: Tensor, step: Optional[float] = None,
@@ -216,13 +256,7 @@ def expected_termination(grid: DensityGrid, origin: Tensor, directions: Tensor, 
     expected = torch.full((directions.shape[0],), float("inf"))
     accumulation = torch.zeros_like(expected)
     for rays, t, density, step in _march(grid, origin, directions, step, chunk, max_distance):
-        alpha = 1.0 - torch.exp(-density.clamp_min(0.0) * step)
-        transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1]], dim=1), dim=1)
-        weights = transmittance * alpha
-        total = weights.sum(dim=1)
-        accumulation[rays] = total
-        expected[rays] = torch.where(total >= 1e-6, (weights * t).sum(dim=1) / total.clamp_min(1e-12),
-                                     torch.full_like(total, float("inf")))
+        expected[rays], accumulation[rays] = _termination(t, density, step)
     return expected, accumulation
 
 
@@ -359,18 +393,18 @@ def reference_view_seeds(
     grid = evaluate_grid(density_fn, aabb, resolution, chunk=chunk, progress=progress)
     surface = extract_surface(grid, level)
     origin, directions = view.pixel_rays()
-    distance, peak_distance, peak_density = first_crossing(grid, origin, directions, level, densest=True)
+    depths = march_depths(grid, origin, directions, level, expected=reference_depth == "expected")
+    distance = depths.crossing
     foreground = rgba.reshape(-1, 4)[:, 3] > 0.5
     missed = foreground & ~torch.isfinite(distance)
     # Every foreground pixel gets one seed: where its ray misses the coarse level set (a coarse silhouette smaller
     # than the photo's), at the ray's densest sample or at the nearest crossing pixel's distance.
-    seed_distance = fill_missed_depths(distance, foreground, peak_distance, peak_density, level, view.height,
-                                       view.width)
-    if reference_depth == "expected":
+    seed_distance = fill_missed_depths(distance, foreground, depths.peak_distance, depths.peak_density, level,
+                                       view.height, view.width)
+    if depths.expected is not None:
         # Where the coarse render puts each pixel's depth; a ray that meets no density keeps the fallback above.
-        expected, _ = expected_termination(grid, origin, directions)
-        use = foreground & torch.isfinite(expected)
-        seed_distance = torch.where(use, expected, seed_distance)
+        use = foreground & torch.isfinite(depths.expected)
+        seed_distance = torch.where(use, depths.expected, seed_distance)
     chosen = torch.nonzero(foreground & torch.isfinite(seed_distance)).squeeze(-1)
     generator = torch.Generator().manual_seed(seed)
     if 0 < max_reference_points < chosen.numel():
