@@ -308,6 +308,15 @@ def _finish(stage: str, paths: ObjectPaths) -> None:
         os.replace(paths.temporary(stage), getattr(paths, stage))
 
 
+def _stage_result(stage: str, paths: ObjectPaths, started: float, resumed_from: Optional[int],
+                  returncode: Optional[int], ok: bool = False) -> Dict[str, object]:
+    """What `run_stage` returns, timed from `started` to now (the caller fills in "error" or sets "ok")."""
+    finished = time.time()
+    return {"ok": ok, "error": None, "started_at": started, "finished_at": finished, "seconds": finished - started,
+            "outputs": paths.outputs(stage), "resumed_from": resumed_from, "host": socket.gethostname(),
+            "returncode": returncode}
+
+
 def run_stage(stage: str, plan: ObjectPlan, out: Path, device: str = "cpu",
               env: Optional[Dict[str, str]] = None) -> Dict[str, object]:
     """Run one stage of one object to completion and report it: ok, error (one line), timings, outputs, the step a
@@ -326,10 +335,7 @@ def run_stage(stage: str, plan: ObjectPlan, out: Path, device: str = "cpu",
             with open(log, "a", encoding="utf-8") as handle:
                 handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}: the final "
                              f"checkpoint (step {resumed_from}) is on disk; nothing left to train\n")
-            finished = time.time()
-            return {"ok": True, "error": None, "started_at": started, "finished_at": finished,
-                    "seconds": finished - started, "outputs": paths.outputs(stage), "resumed_from": resumed_from,
-                    "host": socket.gethostname(), "returncode": None}
+            return _stage_result(stage, paths, started, resumed_from, returncode=None, ok=True)
     else:
         _remove(paths.temporary(stage))  # left by an attempt that was killed
     argv = command(stage, plan, paths, device)
@@ -349,12 +355,7 @@ def run_stage(stage: str, plan: ObjectPlan, out: Path, device: str = "cpu",
             if process.poll() is None:  # interrupted (cancelled task, Ctrl-C): the command goes too
                 process.kill()
                 process.wait()
-    finished = time.time()
-    result: Dict[str, object] = {
-        "ok": False, "error": None, "started_at": started, "finished_at": finished, "seconds": finished - started,
-        "outputs": paths.outputs(stage), "resumed_from": resumed_from, "host": socket.gethostname(),
-        "returncode": returncode,
-    }
+    result = _stage_result(stage, paths, started, resumed_from, returncode)
     if returncode != 0:
         with open(log, "rb") as handle:
             handle.seek(offset)
