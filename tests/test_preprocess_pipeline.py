@@ -61,7 +61,7 @@ def _run(photo, output, *flags: str) -> int:
 
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert err.startswith("sin-preprocess: error: ") and "\n" not in err and "Traceback" not in err, err
     return err
 
 

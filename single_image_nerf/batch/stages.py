@@ -281,13 +281,18 @@ def _remove(path: Path) -> None:
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+_COMMAND_PREFIX = re.compile(r"^[\w.-]+: (?=error: )")
+"""The name a command puts before its `error:` (sin-preprocess: error: ...): the stage already names it."""
+
+
 def error_line(log_text: str, returncode: int) -> str:
-    """The one line that says why a command failed: its last `error:` line, else its last line, else its status."""
+    """The one line that says why a command failed: its last `error:` line (without the command's name in front),
+    else its last line, else its status."""
     lines = [" ".join(_ANSI.sub("", line).split()) for line in log_text.splitlines()]
     lines = [line.strip("│ ") for line in lines if line.strip("│─╭╮╰╯ ")]
     for line in reversed(lines):
         if "error:" in line.lower():
-            return line
+            return _COMMAND_PREFIX.sub("", line)
     if returncode < 0:
         return f"killed by signal {-returncode}"
     return lines[-1] if lines else f"exit status {returncode}"

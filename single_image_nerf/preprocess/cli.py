@@ -94,7 +94,8 @@ def parse_points(values: Optional[Sequence[str]]) -> Tuple[Optional[Tuple[Tuple[
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs preprocessing; returns the exit status (0, or 2 for an error the user can fix)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
         from single_image_nerf.preprocess.pipeline import PreprocessOptions, preprocess_image
@@ -122,10 +123,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
         result = preprocess_image(args.photo, args.output, options)
     except PreprocessError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
+        print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr)
         return 130
     timings = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.meta["timings_s"].items())
     print(f"wrote {result.output_dir} ({', '.join(result.meta['files'])}; {timings})")

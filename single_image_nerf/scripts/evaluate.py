@@ -24,7 +24,7 @@ from torch import Tensor
 
 from single_image_nerf import metrics as M
 from single_image_nerf.pretrained import CLIP_METRIC_ID
-from single_image_nerf.errors import UserInputError
+from single_image_nerf.errors import UserInputError, run_command
 from single_image_nerf.data.camera_sampling import fov_from_focal, orbit_cameras, pose_angles
 from single_image_nerf.known_objects import KnownObject, composite, get_known_object, render_known_object, \
     sample_surface
@@ -537,7 +537,7 @@ def entrypoint() -> None:
     """Console entry point (`sin-evaluate`)."""
     import tyro
 
-    run(tyro.cli(EvaluateConfig))
+    run_command("sin-evaluate", lambda: run(tyro.cli(EvaluateConfig, prog="sin-evaluate")))
 
 
 if __name__ == "__main__":

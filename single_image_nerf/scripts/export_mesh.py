@@ -15,7 +15,7 @@ from typing import Callable, Dict, Literal, Optional
 import numpy as np
 import torch
 
-from single_image_nerf.errors import UserInputError
+from single_image_nerf.errors import UserInputError, run_command
 from single_image_nerf.refine.surface import FieldFn, Surface, evaluate_grid, extract_surface
 from single_image_nerf import runs
 
@@ -250,7 +250,7 @@ def entrypoint() -> None:
     """Console entry point (`sin-export-mesh`)."""
     import tyro
 
-    export_mesh(tyro.cli(ExportMeshConfig))
+    run_command("sin-export-mesh", lambda: export_mesh(tyro.cli(ExportMeshConfig, prog="sin-export-mesh")))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from single_image_nerf.errors import UserInputError
+from single_image_nerf.errors import UserInputError, run_command
 from single_image_nerf import runs
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -191,7 +191,7 @@ def entrypoint() -> None:
     """Console entry point (`sin-render-turntable`)."""
     import tyro
 
-    render_turntable(tyro.cli(TurntableConfig))
+    run_command("sin-render-turntable", lambda: render_turntable(tyro.cli(TurntableConfig, prog="sin-render-turntable")))
 
 
 if __name__ == "__main__":
