@@ -319,6 +319,46 @@ def test_exports_and_evaluate(user, case):
     assert_refused(make(user), expected, user["root"])
 
 
+# ------------------------------------------------------------------------------------------ sin-batch manifests
+MANIFEST_CASES = {
+    "binary (a spreadsheet named .csv)": ("m.csv", b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00", "is a binary file"),
+    "binary (an image named .jsonl)": ("m.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is a binary file"),
+    "NUL bytes after many rows": ("m.csv", b"image\n" + b"disc.png\n" * 2000 + b"x\x00.png\n", "is a binary file"),
+    "Latin-1": ("m.csv", "image,caption\ndisc.png,caf\xe9\n".encode("latin-1"), ":2: the manifest is not UTF-8"),
+    "UTF-16": ("m.csv", "image\ndisc.png\n".encode("utf-16"), "is UTF-16 text, not UTF-8"),
+    "empty CSV": ("m.csv", b"", "the manifest is empty"),
+    "blank JSONL": ("m.jsonl", b"\n  \n", "the manifest is empty"),
+    "header only": ("m.csv", b"image,caption\n", "has no rows"),
+    "header and empty rows": ("m.csv", b"image,caption\n,\n,\n", "has no rows"),
+    "comments only": ("m.jsonl", b"# nothing yet\n", "has no rows"),
+    "a header of empty names": ("m.csv", b",,\ndisc.png,,\n", "names no columns"),
+    "a cell over the CSV field limit": ("m.csv", b'image\n"' + b"a" * 200_000 + b'"\n', "not a CSV row"),
+    "a JSON list per line": ("m.jsonl", b'[{"image": "disc.png"}]\n', "not a JSON object (a JSON list)"),
+    "JSON nested too deeply": ("m.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deeply"),
+    "a NUL in a JSON path": ("m.jsonl", b'{"image": "disc\\u0000.png"}\n', "is not a usable path"),
+    "a .json array": ("m.json", b'[{"image": "disc.png"}]', "name it .jsonl"),
+    "a pipe named .csv": ("m.csv", None, "not a regular file"),
+}
+"""Manifests sin-batch cannot read: (file name, bytes or None for a named pipe, what the line says)."""
+
+
+@pytest.mark.parametrize("case", list(MANIFEST_CASES))
+def test_batch_manifest(tmp_path, case):
+    from single_image_nerf.scripts.batch import main as sin_batch
+
+    name, data, expected = MANIFEST_CASES[case]
+    write_ball_image(tmp_path / "disc.png", size=32)
+    if data is None:
+        os.mkfifo(tmp_path / name)
+    else:
+        (tmp_path / name).write_bytes(data)
+    out = tmp_path / "out"
+    status, lines = run_case(lambda: sin_batch([str(tmp_path / name), "--output", str(out), "--quiet"]))
+    assert status == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"sin-batch: error: {tmp_path / name}") and expected in lines[0], lines
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------- what reaches the terminal
 @pytest.mark.parametrize("argv, expected", [
     (["ns-train", "single-image-nerf", "--data", "{root}/corrupt.jpg", "--machine.device-type", "cpu",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import re
 from dataclasses import asdict, dataclass, fields
@@ -92,8 +93,11 @@ def row_from_mapping(values: Dict[str, object], base: Path, where: str) -> Objec
     given = {k: v for k, v in values.items() if v is not None and not (isinstance(v, str) and not v.strip())}
     if "image" not in given:
         raise UserInputError(f"{where}: no image given (every row needs an 'image' column)")
-    image = Path(str(given["image"]).strip()).expanduser()
-    image = (image if image.is_absolute() else base / image).resolve()
+    try:
+        image = Path(str(given["image"]).strip()).expanduser()
+        image = (image if image.is_absolute() else base / image).resolve()
+    except (ValueError, OSError, RuntimeError) as error:  # a NUL character, a symlink loop
+        raise UserInputError(f"{where}: image {str(given['image'])[:80]!r} is not a usable path ({error})") from None
     options: Dict[str, object] = {}
     for column in ("caption", "prompt", "guidance"):
         if column in given:
@@ -112,29 +116,69 @@ def row_from_mapping(values: Dict[str, object], base: Path, where: str) -> Objec
     return ObjectRow(name=name, image=str(image), **options)
 
 
+MANIFEST_SUFFIXES = {".csv": "CSV", ".jsonl": "JSONL", ".ndjson": "JSONL"}
+"""Manifest files, by suffix: CSV (a header line names the columns) or JSON Lines (one object per line)."""
+
+
+def _manifest_text(path: Path) -> str:
+    """The text of a manifest, or one UserInputError line saying why it cannot be read: not readable (permissions, a
+    folder), binary (NUL bytes: a spreadsheet, an image, an archive), UTF-16, not UTF-8, or empty. A UTF-8 byte-order
+    mark (as spreadsheet programs write) is dropped."""
+    kind = MANIFEST_SUFFIXES[path.suffix.lower()]
+    save_as = f"save it as {kind} text in UTF-8 (a spreadsheet's 'CSV UTF-8' export)" if kind == "CSV" else \
+        "save it as UTF-8 text, one JSON object per line"
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UserInputError(f"{path}: cannot read the manifest ({error.strerror or type(error).__name__}); check "
+                             "its permissions") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UserInputError(f"{path}: the manifest is UTF-16 text, not UTF-8; {save_as}")
+    if b"\0" in data:
+        raise UserInputError(f"{path}: the manifest is a binary file, not {kind} text; {save_as}")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise UserInputError(f"{path}:{line}: the manifest is not UTF-8 text (byte 0x{data[error.start]:02x}); "
+                             f"{save_as}") from None
+    if not text.strip():
+        example = "image,caption" if kind == "CSV" else '{"image": "photos/mug.jpg"}'
+        raise UserInputError(f"{path}: the manifest is empty; write one row per object ({example})")
+    return text
+
+
 def _csv_rows(path: Path) -> Iterable[ObjectRow]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames:
-            raise UserInputError(f"{path}: empty manifest (the first line names the columns, e.g. image,caption)")
-        for number, values in enumerate(reader, start=2):
+    reader = csv.DictReader(io.StringIO(_manifest_text(path), newline=""))
+    try:
+        columns = reader.fieldnames
+        if not columns or not any(name.strip() for name in columns):
+            raise UserInputError(f"{path}: the first line names no columns (e.g. image,caption)")
+        for values in reader:
+            number = reader.line_num
             if None in values:
                 raise UserInputError(f"{path}:{number}: more cells than columns")
             if all(not (v or "").strip() for v in values.values()):
                 continue
             yield row_from_mapping({k.strip(): v for k, v in values.items()}, path.parent, f"{path}:{number}")
+    except csv.Error as error:
+        raise UserInputError(f"{path}:{reader.line_num}: not a CSV row ({error}); save the manifest as CSV text"
+                             ) from None
 
 
 def _jsonl_rows(path: Path) -> Iterable[ObjectRow]:
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(_manifest_text(path).splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
             values = json.loads(line)
         except json.JSONDecodeError as error:
             raise UserInputError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+        except RecursionError:
+            raise UserInputError(f"{path}:{number}: not a JSON object (nested too deeply)") from None
         if not isinstance(values, dict):
-            raise UserInputError(f"{path}:{number}: not a JSON object")
+            raise UserInputError(f"{path}:{number}: not a JSON object (a JSON {type(values).__name__}); write one "
+                                 '{"image": ...} object per line')
         yield row_from_mapping(values, path.parent, f"{path}:{number}")
 
 
@@ -150,12 +194,17 @@ def read_manifest(source: str) -> List[ObjectRow]:
         rows = _image_rows(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
         if not rows:
             raise UserInputError(f"{source}: no images in this folder ({', '.join(IMAGE_SUFFIXES)})")
-    elif path.suffix.lower() == ".csv" and path.is_file():
-        rows = list(_csv_rows(path))
-    elif path.suffix.lower() in (".jsonl", ".ndjson") and path.is_file():
-        rows = list(_jsonl_rows(path))
-    elif path.is_file():
+    elif path.suffix.lower() in MANIFEST_SUFFIXES and path.is_file():
+        rows = list(_csv_rows(path) if MANIFEST_SUFFIXES[path.suffix.lower()] == "CSV" else _jsonl_rows(path))
+    elif path.suffix.lower() in MANIFEST_SUFFIXES and path.exists():
+        raise UserInputError(f"{source}: not a regular file (a pipe or a device); give the manifest as a file")
+    elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         rows = _image_rows([path])
+    elif path.is_file():
+        hint = "; a .json manifest: write one object per line and name it .jsonl" if path.suffix.lower() == ".json" \
+            else ""
+        raise UserInputError(f"{source}: neither a photo ({', '.join(IMAGE_SUFFIXES)}) nor a manifest (.csv, .jsonl)"
+                             f"{hint}")
     elif glob.has_magic(source):
         matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
         rows = _image_rows(p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -164,7 +213,8 @@ def read_manifest(source: str) -> List[ObjectRow]:
     else:
         raise UserInputError(f"{source}: no such folder, image, manifest (.csv, .jsonl) or glob pattern")
     if not rows:
-        raise UserInputError(f"{source}: the manifest has no rows")
+        raise UserInputError(f"{source}: the manifest has no rows (only its header, blank lines or comments); add "
+                             "one row per object")
     seen: Dict[str, str] = {}
     for row in rows:
         if row.name in seen:
