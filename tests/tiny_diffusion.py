@@ -72,11 +72,11 @@ def _tiny_text_config(tokenizer, hidden: int = 32):
 
 
 def build_tiny_stable_diffusion(folder: Path, prediction_type: str = "epsilon", seed: int = 0,
-                                vae_downsample: int = 2) -> Path:
+                                vae_downsample: int = 2, sample_size: int = 8) -> Path:
     """A tiny random Stable Diffusion pipeline saved to `folder` in the diffusers layout (model_index.json and one
     subfolder per component). Latents are 8x8 and the VAE downsamples by 2, so the native image size is 16 px.
     `vae_downsample=8` gives the VAE four encoder blocks like the real one (native size 64 px), so that a 512 px
-    input becomes a 64x64 latent as in Stable Diffusion (benchmarks)."""
+    input becomes a 64x64 latent as in Stable Diffusion (benchmarks). `sample_size` is the UNet's latent side."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -85,7 +85,7 @@ def build_tiny_stable_diffusion(folder: Path, prediction_type: str = "epsilon", 
     tokenizer = _tiny_tokenizer(folder / "tokenizer")
     text_encoder = CLIPTextModel(_tiny_text_config(tokenizer)).eval()
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
     )
@@ -93,7 +93,7 @@ def build_tiny_stable_diffusion(folder: Path, prediction_type: str = "epsilon", 
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * len(blocks),
         up_block_types=("UpDecoderBlock2D",) * len(blocks), block_out_channels=blocks, layers_per_block=1,
-        latent_channels=4, norm_num_groups=32, sample_size=8 * vae_downsample,
+        latent_channels=4, norm_num_groups=32, sample_size=sample_size * vae_downsample,
     )
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
