@@ -23,8 +23,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from single_image_nerf.batch import report
 from single_image_nerf.batch.manifest import read_manifest
-from single_image_nerf.batch.stages import (STAGES, ObjectPaths, ObjectPlan, Settings, missing_outputs, resolve,
-                                            run_stage)
+from single_image_nerf.batch.stages import (STAGES, ObjectPaths, ObjectPlan, Settings, caption_note, missing_outputs,
+                                            resolve, run_stage)
 from single_image_nerf.batch.store import Store
 from single_image_nerf.errors import UserInputError
 
@@ -106,6 +106,9 @@ def default_concurrency(cpus: int, gpus: int) -> int:
 def run_batch(options: BatchOptions, argv: Sequence[str] = ()) -> int:
     """Run the batch; returns the exit status (0: every object done, 1: some failed or unfinished)."""
     plans = [resolve(row, options.settings) for row in read_manifest(options.source)]
+    note = caption_note(plans)
+    if note:
+        print(note)
     out = Path(options.output).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)

@@ -39,6 +39,13 @@ STAGES = ("preprocess", "coarse", "refine", "mesh", "splat", "turntable")
 TIMESTAMP = "batch"
 """--timestamp of both training runs, so that a rerun finds (and resumes) the same run folders."""
 
+PRIORS_READING_TEXT = ("stable-diffusion", "magic123")
+"""The priors (`pipeline.guidance:<name>`) that read the object's text: a prompt, else the caption."""
+PRIORS_WITHOUT_TEXT = ("zero123", "none", "oracle")
+"""The priors that read no text: preprocessing runs no captioning model for them."""
+DEFAULT_PRIOR = "stable-diffusion"
+"""The prior of both training stages when neither --guidance nor the manifest names one (the methods' default)."""
+
 TINY_PREPROCESS = ["--size", "64"]
 TINY_COARSE = ["--pipeline.datamanager.dataparser.image-size", "32", "--pipeline.datamanager.train-num-rays-per-batch",
                "256", "--pipeline.datamanager.novel-views.resolution", "16", "--pipeline.model.implementation", "torch",
@@ -60,12 +67,24 @@ class Settings:
     """The run-wide options of `sin-batch`; a manifest row overrides the per-object ones."""
 
     tiny: bool = False
+    """The demo's tiny sizes."""
     steps: Optional[int] = None
+    """Coarse steps (None: the method's, or TINY_STEPS)."""
     refine_steps: Optional[int] = None
+    """Refine steps (None: half the coarse steps)."""
     guidance: Optional[str] = None
+    """Prior of both training stages (None: DEFAULT_PRIOR)."""
     mask_from: str = "auto"
+    """Foreground source of preprocessing."""
     depth: bool = True
+    """Whether preprocessing estimates depth."""
     steps_per_save: Optional[int] = None
+    """Checkpoint interval of the training stages."""
+    caption: Optional[str] = None
+    """Caption of every object that its manifest row does not caption (--caption TEXT)."""
+    captioner: bool = True
+    """Whether preprocessing may run the captioning model (False: --no-caption); it runs only where a prior reads
+    the caption and neither a caption nor a prompt is given."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +103,8 @@ class ObjectPlan:
     depth: bool
     tiny: bool
     steps_per_save: Optional[int]
+    captioner: bool = True
+    """Whether preprocessing runs the captioning model (no caption given, a prior that reads it, no prompt)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -100,15 +121,46 @@ def resolve(row: ObjectRow, settings: Settings) -> ObjectPlan:
     if refine_steps is None and steps is not None:
         refine_steps = max(steps // 2, 2)  # as the demo: refine takes half the coarse steps
     guidance = row.guidance if row.guidance is not None else settings.guidance
+    prior = check_prior(guidance or DEFAULT_PRIOR, f"object {row.name!r}")
     if row.prompt is not None and guidance not in (None, "stable-diffusion"):
         raise UserInputError(f"object {row.name!r}: a prompt is for the stable-diffusion prior, not guidance "
                              f"{guidance!r}; drop one of them")
+    caption = row.caption if row.caption is not None else settings.caption
+    reads_caption = prior in PRIORS_READING_TEXT and row.prompt is None
+    if reads_caption and caption is None and not settings.captioner:
+        raise UserInputError(
+            f"object {row.name!r}: the {prior} prior needs text and --no-caption leaves it none; give --caption TEXT "
+            f"or a 'caption' or 'prompt' column, or choose a prior that reads no text ("
+            f"--guidance {' | '.join(PRIORS_WITHOUT_TEXT)})")
     return ObjectPlan(
-        name=row.name, image=row.image, caption=row.caption, prompt=row.prompt, guidance=guidance, steps=steps,
+        name=row.name, image=row.image, caption=caption, prompt=row.prompt, guidance=guidance, steps=steps,
         refine_steps=refine_steps, mask_from=row.mask_from or settings.mask_from,
         depth=settings.depth if row.depth is None else row.depth, tiny=settings.tiny,
         steps_per_save=settings.steps_per_save or (TINY_STEPS_PER_SAVE if settings.tiny else None),
+        captioner=reads_caption and caption is None,
     )
+
+
+def caption_note(plans: List[ObjectPlan]) -> Optional[str]:
+    """One line saying which objects preprocessing captions no image for, and why; None when every object has a
+    caption or gets one from the captioning model."""
+    skipped = [plan for plan in plans if plan.caption is None and not plan.captioner]
+    if not skipped:
+        return None
+    silent = sorted({plan.guidance or DEFAULT_PRIOR for plan in skipped} & set(PRIORS_WITHOUT_TEXT))
+    reasons = [f"the {', '.join(silent)} prior{'s' if len(silent) > 1 else ''} read{'' if len(silent) > 1 else 's'}"
+               " no text"] if silent else []
+    reasons += ["a prompt is given"] if any(plan.prompt is not None for plan in skipped) else []
+    return (f"captions: no captioning model runs for {len(skipped)} of {len(plans)} object"
+            f"{'s' if len(plans) > 1 else ''} ({'; '.join(reasons)})")
+
+
+def check_prior(name: str, where: str) -> str:
+    """`name` if it is a prior of the project; else one line listing them."""
+    if name not in PRIORS_READING_TEXT + PRIORS_WITHOUT_TEXT:
+        raise UserInputError(f"{where}: unknown prior {name!r}; choose one of "
+                             f"{', '.join(PRIORS_READING_TEXT + PRIORS_WITHOUT_TEXT)}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -215,7 +267,7 @@ def command(stage: str, plan: ObjectPlan, paths: ObjectPaths, device: str) -> Li
                 "--device", device, "--quiet"]
         argv += TINY_PREPROCESS if plan.tiny else []
         argv += [] if plan.depth else ["--no-depth"]
-        argv += ["--caption", plan.caption] if plan.caption is not None else []
+        argv += ["--caption", plan.caption] if plan.caption is not None else [] if plan.captioner else ["--no-caption"]
         return argv
     if stage in ("coarse", "refine"):
         if stage == "coarse":

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from single_image_nerf.batch.manifest import MASK_SOURCES
+from single_image_nerf.batch.stages import DEFAULT_PRIOR, PRIORS_READING_TEXT, PRIORS_WITHOUT_TEXT
 from single_image_nerf.errors import UserInputError
 
 EXIT_USER_ERROR = 2
@@ -33,6 +34,12 @@ def _positive(text: str) -> int:
     return value
 
 
+def _words(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give some words, or --no-caption")
+    return " ".join(text.split())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sin-batch",
@@ -45,9 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=_positive, default=None,
                         help="coarse steps (default: the method's; 6 with --tiny); refine takes half")
     parser.add_argument("--refine-steps", type=_positive, default=None, help="refine steps (default: half of --steps)")
-    parser.add_argument("--guidance", default=None, metavar="PRIOR",
-                        help="prior of both training stages, e.g. none or stable-diffusion (default: the project's "
-                        "default prior); a manifest row's 'guidance' wins")
+    parser.add_argument("--guidance", default=None, metavar="PRIOR", choices=PRIORS_READING_TEXT + PRIORS_WITHOUT_TEXT,
+                        help=f"prior of both training stages: {', '.join(PRIORS_READING_TEXT + PRIORS_WITHOUT_TEXT)} "
+                        f"(default {DEFAULT_PRIOR}); a manifest row's 'guidance' wins")
+    captions = parser.add_mutually_exclusive_group()
+    captions.add_argument("--caption", default=None, metavar="TEXT", type=_words,
+                          help="caption of every object whose manifest row gives none (no captioning model runs)")
+    captions.add_argument("--no-caption", action="store_true",
+                          help="never run the captioning model: objects without a caption or prompt get none (for "
+                          "priors that read no text: zero123, none, oracle; the captioner is skipped for those anyway)")
     parser.add_argument("--mask-from", choices=MASK_SOURCES, default="auto",
                         help="foreground source of preprocessing (default auto: the photo's alpha, else SAM)")
     parser.add_argument("--no-depth", action="store_true", help="preprocess without depth estimation")
@@ -78,7 +91,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = driver.BatchOptions(
         source=args.photos, output=Path(args.output),
         settings=Settings(tiny=args.tiny, steps=args.steps, refine_steps=args.refine_steps, guidance=args.guidance,
-                          mask_from=args.mask_from, depth=not args.no_depth, steps_per_save=args.steps_per_save),
+                          mask_from=args.mask_from, depth=not args.no_depth, steps_per_save=args.steps_per_save,
+                          caption=args.caption, captioner=not args.no_caption),
         device=args.device, retry_failed=args.retry_failed, address=args.address,
         max_concurrent=args.max_concurrent, progress=not args.quiet)
     try:
