@@ -163,7 +163,7 @@ def render_bank(object_name: str, spec: BankSpec, cache_dir: Optional[Path] = No
         images.append(composite(rgba, (1.0, 1.0, 1.0)).permute(0, 3, 1, 2).contiguous())
     bank = RenderBank(images=torch.cat(images), positions=cameras.camera_to_worlds[:, :3, 3].clone(), fovs=fovs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
+    partial = path.with_suffix(f".{os.getpid()}.partial")
     torch.save({"images": bank.images.half(), "positions": bank.positions, "fovs": bank.fovs}, partial)
     partial.replace(path)
     return bank
