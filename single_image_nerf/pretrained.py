@@ -14,10 +14,11 @@ Importing this module imports no torch, transformers or huggingface_hub.
 from __future__ import annotations
 
 import os
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 from single_image_nerf.errors import UserInputError
 
@@ -31,8 +32,11 @@ publishes them), in the diffusers layout by ashawkey (MIT): unet/, vae/, image_e
 scheduler/ and clip_camera_projection/, about 2.5 GB in fp16. The one DreamGaussian loads."""
 DEPTH_MODEL_ID = "Intel/dpt-hybrid-midas"
 """Monocular depth: DPT-Hybrid (MiDaS v3) by Intel on the Hugging Face hub (Apache-2.0)."""
-CAPTION_MODEL_ID = "Salesforce/blip2-opt-2.7b"
-"""Captions: BLIP-2 with OPT-2.7b by Salesforce on the Hugging Face hub (MIT)."""
+CAPTION_MODEL_ID = "Salesforce/blip-image-captioning-base"
+"""Captions: BLIP base (ViT-B/16, captioning head) by Salesforce on the Hugging Face hub (BSD-3-Clause), the
+transformers counterpart of BLIP's own model_base.pth; about 1 GB, run in fp32 on every device."""
+CAPTION_BLIP2_ID = "Salesforce/blip2-opt-2.7b"
+"""Captions from BLIP-2 with OPT-2.7b by Salesforce (MIT), one option away (--caption-model); about 15 GB in fp32."""
 CLIP_GUIDANCE_ID = "openai/clip-vit-base-patch16"
 """CLIP guidance: OpenAI's CLIP ViT-B/16 on the Hugging Face hub (MIT)."""
 CLIP_METRIC_ID = "openai/clip-vit-base-patch32"
@@ -56,6 +60,7 @@ DEFAULT_HUB_MODELS: Dict[str, str] = {
     "Zero123 prior": ZERO123_ID,
     "depth model": DEPTH_MODEL_ID,
     "caption model": CAPTION_MODEL_ID,
+    "BLIP-2 caption model (--caption-model)": CAPTION_BLIP2_ID,
     "CLIP guidance": CLIP_GUIDANCE_ID,
     "CLIP metric": CLIP_METRIC_ID,
 }
@@ -161,6 +166,15 @@ def _snapshot(model: str, patterns: Sequence[str], cache_dir: Optional[Path], lo
                                   local_files_only=local_only, endpoint=os.environ.get("HF_ENDPOINT") or None))
 
 
+def _download(model: str, what: str, flag: str, patterns: Sequence[str]) -> Path:
+    """The files of hub id `model` matching `patterns`, downloaded into `hub_cache()` (those already there are kept);
+    one line when they cannot be had."""
+    try:
+        return _snapshot(model, patterns, hub_cache(), local_only=offline_switch(hub=True) is not None)
+    except Exception as error:  # noqa: BLE001 - every hub failure ends in one line
+        raise ModelUnavailableError(hub_failure(what, model, flag, error)) from None
+
+
 def _complete(folder: Path, required: Iterable[str]) -> bool:
     return all((folder / name).exists() for name in required)
 
@@ -187,10 +201,7 @@ def resolve_hub_model(model: str, what: str, flag: str, patterns: Sequence[str],
                 folder = found
                 break
         if folder is None:
-            try:
-                folder = _snapshot(model, patterns, hub_cache(), local_only=offline_switch(hub=True) is not None)
-            except Exception as error:  # noqa: BLE001 - every hub failure ends in one line
-                raise ModelUnavailableError(hub_failure(what, model, flag, error)) from None
+            folder = _download(model, what, flag, patterns)
     missing = [name for name in required if not (folder / name).exists()]
     if missing:
         raise ModelUnavailableError(
@@ -198,28 +209,91 @@ def resolve_hub_model(model: str, what: str, flag: str, patterns: Sequence[str],
     return folder
 
 
-def has_weights(folder: Path, subfolders: Sequence[str] = ("",)) -> bool:
-    """True if each of `subfolders` ("" for the folder itself) holds a safetensors or PyTorch weight file."""
-    patterns = ("*.safetensors", "*.bin")
-    return all(any(any((folder / sub).glob(pattern)) for pattern in patterns) for sub in subfolders)
+HALF_PRECISION_VARIANT = "fp16"
+"""The name hub repositories give their half-precision weight files (`unet/diffusion_pytorch_model.fp16.safetensors`,
+`text_encoder/model.fp16.safetensors`; diffusers' and transformers' `variant="fp16"`)."""
+_SHARDS = ("*model{variant}.{kind}", "*model{variant}-?????-of-?????.{kind}")
+"""Weight file names, whole or sharded (`model.safetensors`, `model.fp16-00001-of-00002.safetensors`)."""
+
+
+def half_variant(dtype: object) -> Optional[str]:
+    """The weight variant to fetch for a run in `dtype` (a torch dtype): fp16 files for a half-precision run, the
+    full-precision files (None) otherwise."""
+    return HALF_PRECISION_VARIANT if str(dtype) == "torch.float16" else None
+
+
+def _weight_patterns(subfolders: Sequence[str], kind: str, variant: Optional[str]) -> Tuple[str, ...]:
+    prefixes = [f"{sub}/" if sub else "" for sub in subfolders]
+    tag = f".{variant}" if variant else ""
+    return tuple(prefix + shard.format(variant=tag, kind=kind) for prefix in prefixes for shard in _SHARDS)
+
+
+def has_weights(folder: Path, subfolders: Sequence[str] = ("",), variant: Optional[str] = None,
+                kinds: Sequence[str] = ("safetensors", "bin")) -> bool:
+    """True if each of `subfolders` ("" for the folder itself) holds weight files of `variant` (None: the
+    full-precision files, `model.safetensors`, `diffusion_pytorch_model.bin`, ...) in one of `kinds`."""
+    return all(any(any(Path(folder).glob(pattern)) for kind in kinds
+                   for pattern in _weight_patterns([sub], kind, variant)) for sub in subfolders)
+
+
+def weights_variant(folder: Path, subfolders: Sequence[str], preferred: Optional[str]) -> Optional[str]:
+    """The variant to load from `folder` (the `variant=` of `from_pretrained`): `preferred` where every subfolder
+    holds it, else the full-precision files (None) where they are there, else the half-precision ones."""
+    for variant in dict.fromkeys((preferred, None, HALF_PRECISION_VARIANT)):
+        if has_weights(folder, subfolders, variant):
+            return variant
+    return None
 
 
 def resolve_hub_weights(model: str, what: str, flag: str, required: Iterable[str] = (),
-                        subfolders: Sequence[str] = ("",), extra_patterns: Sequence[str] = ()) -> Path:
-    """`resolve_hub_model` fetching configs, tokenizers and safetensors weights of `subfolders`, and PyTorch pickles
-    only where the repository has no safetensors."""
+                        subfolders: Sequence[str] = ("",), extra_patterns: Sequence[str] = (),
+                        variant: Optional[str] = None) -> Path:
+    """`resolve_hub_model` fetching configs, tokenizers and the weights of `subfolders`: the `variant` files (fp16 for
+    a half-precision run) when the repository has them, else its full-precision safetensors, else its PyTorch pickles
+    (never two of them, and never a full-precision copy beside the variant). Weights already in a cache are used
+    whatever their precision. A missing variant is said in one line before the full-precision files are fetched."""
+    required = list(required)
     configs = ("*.json", "*.txt", "*.model", "*.tiktoken") + tuple(extra_patterns)
-    prefixes = [f"{sub}/" if sub else "" for sub in subfolders]
-    shards = ("*model.{kind}", "*model-?????-of-?????.{kind}")  # full-precision weights, not fp16/ema variants
-    safetensors = configs + tuple(prefix + shard.format(kind="safetensors") for prefix in prefixes for shard in shards)
-    folder = resolve_hub_model(model, what, flag, safetensors, required)
-    if not has_weights(folder, subfolders) and not Path(model).expanduser().is_dir():
-        pickles = configs + tuple(prefix + shard.format(kind="bin") for prefix in prefixes for shard in shards)
-        folder = resolve_hub_model(model, what, flag, pickles, required)
-    if not has_weights(folder, subfolders):
+    if Path(model).expanduser().is_dir():
+        folder = resolve_hub_model(model, what, flag, configs, required)
+    else:
+        resolve_hub_model(model, what, flag, configs, required)  # a bad id or a missing model: one line, at once
+        folder = _cached_weights(model, configs, required, subfolders, variant)
+        choices = ([(variant, "safetensors")] if variant else []) + [(None, "safetensors"), (None, "bin")]
+        for index, (choice, kind) in enumerate(choices if folder is None else []):
+            if index == 1 and variant:
+                print(f"the {what} '{model}' publishes no {variant} weights; fetching its full-precision weights "
+                      f"instead (cast to {variant} once loaded)", file=sys.stderr, flush=True)
+            found = _download(model, what, flag, configs + _weight_patterns(subfolders, kind, choice))
+            if has_weights(found, subfolders, choice, (kind,)):
+                folder = found
+                break
+    if folder is None or not any(has_weights(folder, subfolders, choice)
+                                 for choice in dict.fromkeys((variant, None, HALF_PRECISION_VARIANT))):
         raise ModelUnavailableError(
             f"the {what} '{model}' has no weight files (in {folder}); pass a complete folder with {flag} PATH")
+    missing = [name for name in required if not (folder / name).exists()]
+    if missing:
+        raise ModelUnavailableError(
+            f"the {what} '{model}' lacks {', '.join(missing)} (in {folder}); pass a complete folder with {flag} PATH")
     return folder
+
+
+def _cached_weights(model: str, configs: Sequence[str], required: Sequence[str], subfolders: Sequence[str],
+                    variant: Optional[str]) -> Optional[Path]:
+    """A snapshot of `model` already in the user's Hugging Face cache or in ours, with the required files and weights
+    of any precision (`variant`'s first), or None. Nothing is downloaded."""
+    for choice in dict.fromkeys((variant, None, HALF_PRECISION_VARIANT)):
+        for kind in ("safetensors", "bin"):
+            patterns = list(configs) + list(_weight_patterns(subfolders, kind, choice))
+            for cache_dir in (None, hub_cache()):  # the user's own Hugging Face cache first
+                try:
+                    found = _snapshot(model, patterns, cache_dir, local_only=True)
+                except Exception:  # noqa: BLE001 - not cached there
+                    continue
+                if _complete(found, required) and has_weights(found, subfolders, choice, (kind,)):
+                    return found
+    return None
 
 
 # -------------------------------------------------------------------------------------------------- URL downloads

@@ -27,14 +27,15 @@ import torch
 
 from single_image_nerf import pretrained
 from tiny_diffusion import build_tiny_clip, build_tiny_stable_diffusion
-from tiny_preprocess_models import save_tiny_blip2, save_tiny_dpt
+from tiny_preprocess_models import save_tiny_blip, save_tiny_blip2, save_tiny_dpt
 from tiny_zero123 import build_tiny_zero123
 
 SERVED_HUB_MODELS = {
     pretrained.STABLE_DIFFUSION_ID: build_tiny_stable_diffusion,
     pretrained.ZERO123_ID: build_tiny_zero123,
     pretrained.DEPTH_MODEL_ID: save_tiny_dpt,
-    pretrained.CAPTION_MODEL_ID: save_tiny_blip2,
+    pretrained.CAPTION_MODEL_ID: save_tiny_blip,
+    pretrained.CAPTION_BLIP2_ID: save_tiny_blip2,
     pretrained.CLIP_GUIDANCE_ID: build_tiny_clip,
     pretrained.CLIP_METRIC_ID: build_tiny_clip,
 }

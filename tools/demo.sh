@@ -2,7 +2,7 @@
 # The main job: the bundled demo photo (demo/coffee.jpg) to a 3D model, setting up the environment first:
 # preprocess -> coarse stage -> refine stage -> mesh export -> turntable video.
 #
-#   bash tools/demo.sh              real default models: SAM mask, DPT depth, BLIP-2 caption, Stable Diffusion prior
+#   bash tools/demo.sh              real default models: SAM mask, DPT depth, BLIP caption, Stable Diffusion prior
 #                                   (downloaded on first use into ~/.cache/single-image-nerf)
 #   bash tools/demo.sh --offline    no downloads: GrabCut mask, a given caption, no prior; small sizes, CPU-friendly
 #

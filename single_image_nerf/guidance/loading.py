@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from single_image_nerf.pretrained import ModelUnavailableError, resolve_hub_weights
+from single_image_nerf.pretrained import (ModelUnavailableError, half_variant, resolve_hub_model, resolve_hub_weights,
+                                         weights_variant)
 
 GuidanceUnavailableError = ModelUnavailableError
 """A guidance's weights cannot be found: the message names the model and how to give a local folder."""
@@ -73,8 +74,9 @@ def freeze(module):
 
 
 def stable_diffusion_folder(model: str, flag: str) -> Path:
-    """The local folder of `model` (hub id or folder) with the files the guidance needs; one line if there is none."""
-    return resolve_hub_weights(model, "Stable Diffusion prior", flag, SD_REQUIRED, SD_SUBFOLDERS)
+    """The local folder of `model` (hub id or folder) with the configs and tokenizer the guidance needs (its weights
+    come with `load_stable_diffusion`, in the run's precision); one line if there is none."""
+    return resolve_hub_model(model, "Stable Diffusion prior", flag, ("*.json", "*.txt"), SD_REQUIRED)
 
 
 def vae_scale_factor_of(folder: Path) -> Optional[int]:
@@ -89,17 +91,23 @@ def vae_scale_factor_of(folder: Path) -> Optional[int]:
 
 def load_stable_diffusion(model: str, device, dtype, flag: str, folder: Optional[Path] = None) -> StableDiffusionParts:
     """Tokenizer, text encoder, UNet, VAE and noise schedule of `model` (hub id or folder), frozen, on `device`;
-    `folder`: the one `stable_diffusion_folder` already found."""
+    `folder`: the one `stable_diffusion_folder` already found (its configs; the weights are resolved from `model`
+    beside them). The weights are fetched here: fp16 files for an fp16 run where the repository publishes them
+    (never a full-precision copy only to cast it down)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    folder = folder if folder is not None else stable_diffusion_folder(model, flag)
+    variant = half_variant(dtype)
+    folder = resolve_hub_weights(model, "Stable Diffusion prior", flag, SD_REQUIRED, SD_SUBFOLDERS, variant=variant)
+    weights = {"variant": weights_variant(folder, SD_SUBFOLDERS, variant)}
     parts = {
         "tokenizer": load_component(CLIPTokenizer.from_pretrained, folder, model, flag, subfolder="tokenizer"),
-        "text_encoder": load_component(CLIPTextModel.from_pretrained, folder, model, flag, subfolder="text_encoder"),
+        "text_encoder": load_component(CLIPTextModel.from_pretrained, folder, model, flag, subfolder="text_encoder",
+                                       **weights),
         "unet": load_component(UNet2DConditionModel.from_pretrained, folder, model, flag, subfolder="unet",
-                               torch_dtype=dtype),
-        "vae": load_component(AutoencoderKL.from_pretrained, folder, model, flag, subfolder="vae", torch_dtype=dtype),
+                               torch_dtype=dtype, **weights),
+        "vae": load_component(AutoencoderKL.from_pretrained, folder, model, flag, subfolder="vae", torch_dtype=dtype,
+                              **weights),
     }
     parts["text_encoder"] = parts["text_encoder"].to(dtype=dtype)
     for name in ("text_encoder", "unet", "vae"):

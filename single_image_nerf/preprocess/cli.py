@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 from single_image_nerf.preprocess.caption import DEFAULT_CAPTION_MODEL as _CAPTION_MODEL
 from single_image_nerf.preprocess.depth import DEFAULT_DEPTH_MODEL as _DEPTH_MODEL
 from single_image_nerf.preprocess.errors import PreprocessError
-from single_image_nerf.pretrained import DEFAULT_SAM_MODEL
+from single_image_nerf.pretrained import CAPTION_BLIP2_ID, DEFAULT_SAM_MODEL
 
 EXIT_USER_ERROR = 2
 
@@ -60,11 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-depth", action="store_true", help="skip depth estimation")
     parser.add_argument("--depth-model", default=_DEPTH_MODEL, help=f"DPT hub id or local folder (default {_DEPTH_MODEL})")
-    parser.add_argument("--no-caption", action="store_true", help="skip captioning")
-    parser.add_argument("--caption", default=None, metavar="TEXT", help="use this caption instead of BLIP-2")
+    parser.add_argument("--no-caption", action="store_true",
+                        help="skip captioning: right when the prior reads no text (zero123, none, oracle) or gets "
+                        "--pipeline.guidance.prompt")
+    parser.add_argument("--caption", default=None, metavar="TEXT", help="use this caption instead of the model's")
     parser.add_argument(
-        "--caption-model", default=_CAPTION_MODEL, help=f"BLIP-2 hub id or local folder (default {_CAPTION_MODEL})"
-    )
+        "--caption-model", default=_CAPTION_MODEL,
+        help=f"BLIP or BLIP-2 hub id or local folder (default {_CAPTION_MODEL}; BLIP-2: {CAPTION_BLIP2_ID})")
     parser.add_argument("--device", default=None, help="torch device (default: a GPU if there is one, else the CPU)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

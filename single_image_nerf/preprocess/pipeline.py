@@ -66,11 +66,11 @@ class PreprocessOptions:
     depth_model: str = DEFAULT_DEPTH_MODEL
     """Hub id or local folder of the DPT model."""
     caption: bool = True
-    """Caption the object with BLIP-2 (ignored when caption_text is given)."""
+    """Caption the object with the captioning model (ignored when caption_text is given)."""
     caption_text: Optional[str] = None
-    """Caption to write instead of running BLIP-2."""
+    """Caption to write instead of running the captioning model."""
     caption_model: str = DEFAULT_CAPTION_MODEL
-    """Hub id or local folder of the BLIP-2 model."""
+    """Hub id or local folder of the captioning model: BLIP (the default) or BLIP-2."""
     device: Optional[str] = None
     """Torch device for the models; default the current CUDA device if there is one, else the CPU."""
     elevation: float = 0.0
@@ -115,7 +115,7 @@ def preprocess_image(
                 depth, depth_info = _depth(image, crop, rgba[..., 3], opts, device)
         caption, caption_info = opts.caption_text, {"caption_source": "user" if opts.caption_text else "none"}
         if _runs_caption(opts):
-            with steps.step("caption (BLIP-2)"):
+            with steps.step("caption"):
                 caption, caption_info = _caption(rgba, opts, device)
         meta = _meta(image, opts, crop, mask_info, depth_info, caption, caption_info, device, timings)
         with steps.step("write"):
@@ -250,14 +250,14 @@ def _depth(
 
 
 def _caption(rgba: np.ndarray, opts: PreprocessOptions, device: Any) -> Tuple[str, Dict[str, Any]]:
-    """BLIP-2's caption of the recentred object composited over white."""
+    """The captioning model's caption of the recentred object composited over white."""
     from single_image_nerf.preprocess.caption import caption_image, load_caption_model
 
-    model, processor = load_caption_model(opts.caption_model, device)
+    model, processor, family = load_caption_model(opts.caption_model, device)
     opacity = rgba[..., 3:4].astype(np.float32) / 255.0
     on_white = (rgba[..., :3].astype(np.float32) * opacity + 255.0 * (1.0 - opacity)).round().astype(np.uint8)
     caption = caption_image(on_white, model, processor)
-    return caption, {"caption_source": "blip2", "caption_model": opts.caption_model}
+    return caption, {"caption_source": family.replace("-", ""), "caption_model": opts.caption_model}
 
 
 def _meta(
@@ -297,7 +297,7 @@ def _meta(
         "models": {
             "sam": opts.sam_model if mask_info["source"] == "sam" else None,
             "depth": opts.depth_model if opts.depth else None,
-            "caption": opts.caption_model if caption_info.get("caption_source") == "blip2" else None,
+            "caption": caption_info.get("caption_model"),
         },
         "device": str(device) if device is not None else None,
         "versions": _versions(),
