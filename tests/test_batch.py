@@ -22,7 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ray_probe import gcs_calls
 from served_models import served_environment
+from single_image_nerf.batch.driver import LOCAL_RAY_NOTICE
 from single_image_nerf.batch.manifest import read_manifest
 from single_image_nerf.batch.stages import STAGES, ObjectPlan, run_stage
 from single_image_nerf.inputs import checkpoint_steps
@@ -118,12 +120,13 @@ def batch(tmp_path_factory):
 
     driver = subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True)
-    below, seen_step = {}, None
+    below, seen_step, exposure = {}, None, None
     try:
         deadline = time.time() + 400
         while time.time() < deadline:
             assert driver.poll() is None, "sin-batch ended before mug's coarse stage saved a checkpoint:\n" + \
                 driver.stdout.read().decode()
+            exposure = exposure or gcs_calls([driver.pid, *descendants(driver.pid)])  # the local Ray, running
             steps = checkpoint_steps(checkpoints)
             if steps and steps[-1] < STEPS - 1:  # mid-stage: a checkpoint, and steps still to train
                 below.update(descendants(driver.pid))
@@ -149,7 +152,7 @@ def batch(tmp_path_factory):
             os.kill(pid, signal.SIGKILL)
     resumed = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=900)
     return {"work": work, "out": out, "env": env, "command": command, "seen_step": seen_step, "at_kill": at_kill,
-            "survivors": survivors, "resumed": resumed, "after": stage_rows(out)}
+            "survivors": survivors, "resumed": resumed, "after": stage_rows(out), "exposure": exposure}
 
 
 def test_two_objects_done_and_the_bad_photo_fails_with_its_line(batch):
@@ -177,9 +180,23 @@ def test_two_objects_done_and_the_bad_photo_fails_with_its_line(batch):
             assert gif.size == (32, 32)
     index = (out / "index.html").read_text()
     for link in ("mug/exports/mug-mesh.glb", "ball/exports/ball-splat.ply", "ball/exports/ball-turntable.gif",
-                 "mug/data/rgba.png"):
+                 "mug/data/rgba.png", "index_files/meshes/mug.js", "index_files/meshes/ball.js"):
         assert f'"{link}"' in index
+        assert (out / link).is_file(), link
     assert "not an image" in index
+
+
+def test_a_local_batch_says_what_listens_and_its_ray_wants_the_runs_token(batch):
+    """Ray cannot keep its servers on loopback (they listen on every interface), so a local batch runs Ray with
+    token authentication and a token of its own: the GCS server refuses a call without it or with another."""
+    exposure, resumed = batch["exposure"], batch["resumed"]
+    assert resumed.stdout.splitlines()[:len(LOCAL_RAY_NOTICE)] == list(LOCAL_RAY_NOTICE), resumed.stdout[:2000]
+    assert exposure is not None, "no listening gcs_server was seen below the driver"
+    assert exposure["codes"] == {"none": "UNAUTHENTICATED", "wrong": "UNAUTHENTICATED", "run": "OK"}, exposure
+    assert exposure["mode"] == "token" and re.fullmatch(r"[0-9a-f]{64}", exposure["token"]), exposure["mode"]
+    default_token = Path.home() / ".ray" / "auth_token"
+    assert not default_token.is_file() or default_token.read_text().strip() != exposure["token"]
+    assert "RAY_AUTH_TOKEN" not in batch["env"]
 
 
 def test_per_object_overrides_reach_the_runs(batch):

@@ -2,17 +2,22 @@
 Ray tasks, one task per object and stage, at most `max_concurrent` objects at a time.
 
 Local Ray by default (a fresh instance for the run, `address="local"`, with this machine's CPUs; shut down at the
-end); `address` joins an existing cluster instead. A task asks for one GPU when the cluster has GPUs, else for its
-share of the CPUs (Ray sets OMP_NUM_THREADS in the worker to the CPUs a task holds, and the command inherits it).
-Only the driver writes the store; a task reports its result and the driver records the stage as done once it sees
-the stage's outputs on disk. Ray is imported here only, inside functions: the package imports without it.
+end); `address` joins an existing cluster instead. Ray binds its GCS server, raylet and workers to every network
+interface and has no setting that keeps them on loopback, so a local instance runs with Ray's token authentication
+on and a token made for the run (known to the driver and the processes it starts), and the run says so first.
+A task asks for one GPU when the cluster has GPUs, else for its share of the CPUs (Ray sets OMP_NUM_THREADS in the
+worker to the CPUs a task holds, and the command inherits it). Only the driver writes the store; a task reports its
+result and the driver records the stage as done once it sees the stage's outputs on disk. Ray is imported here only,
+inside functions: the package imports without it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -28,6 +33,12 @@ from single_image_nerf.batch.stages import (STAGES, ObjectPaths, ObjectPlan, Set
 from single_image_nerf.batch.store import Store
 from single_image_nerf.errors import UserInputError
 
+LOCAL_RAY_NOTICE = (
+    "local Ray: its GCS server, raylet and workers listen on every network interface (Ray cannot keep them on "
+    "loopback); token authentication is on, with a token made for this run that only its processes know",
+    "local Ray: the autoscaler's read-only metrics are served without a token on port 44217 of every interface; "
+    "docs/batch.md, 'What a local batch exposes', says more")
+"""The first lines of a run that starts a local Ray instance."""
 MISSING_RAY = 'sin-batch needs Ray, an optional extra: pip install -e ".[batch]" (or: pip install "ray>=2.9")'
 STORE_NAME = "batch.sqlite"
 
@@ -156,7 +167,54 @@ def check_cluster_answers(address: str, timeout: float = 5.0) -> None:
             f"there with `ray start --head`, or leave --address out to run on a local Ray instance") from None
 
 
+def _refresh_ray_authentication() -> bool:
+    """Make this process's Ray read RAY_AUTH_* again (it caches them when first imported); whether token
+    authentication is now on. False for a Ray without token authentication."""
+    try:
+        from ray._raylet import (  # pylint: disable=import-outside-toplevel,no-name-in-module
+            AuthenticationMode, AuthenticationTokenLoader, Config, get_authentication_mode)
+    except ImportError:
+        return False
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    return get_authentication_mode() == AuthenticationMode.TOKEN
+
+
+@contextlib.contextmanager
+def local_ray_authentication():
+    """Ray's token authentication on (RAY_AUTH_MODE=token) with a fresh 256-bit token in RAY_AUTH_TOKEN, for the
+    local instance this process starts and every process it starts; the environment is restored afterwards."""
+    import ray  # pylint: disable=import-outside-toplevel
+
+    keys = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+    saved = {key: os.environ.get(key) for key in keys}
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    try:
+        if not _refresh_ray_authentication():
+            raise UserInputError(
+                f"Ray {ray.__version__} has no token authentication, and a local instance would leave its servers "
+                "open to the network; upgrade Ray (pip install -U ray)")
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _refresh_ray_authentication()
+
+
 def _run_with_ray(options: BatchOptions, store: Store, out: Path, todo: List[str]) -> Dict[str, object]:
+    if options.address:
+        return _run_on_ray(options, store, out, todo)
+    for line in LOCAL_RAY_NOTICE:
+        print(line, flush=True)
+    with local_ray_authentication():
+        return _run_on_ray(options, store, out, todo)
+
+
+def _run_on_ray(options: BatchOptions, store: Store, out: Path, todo: List[str]) -> Dict[str, object]:
     import ray  # pylint: disable=import-outside-toplevel
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
@@ -206,6 +264,8 @@ def _run_with_ray(options: BatchOptions, store: Store, out: Path, todo: List[str
                     if missing:
                         result = {**result, "ok": False, "error": f"{stage}: the driver cannot see {missing}"}
                 store.mark_finished(name, stage, result)
+                if stage == "mesh" and result.get("ok"):
+                    report.write_preview(out, name)  # the index's 3D view, made while the other stages run
                 remaining[name] -= 1
                 bar.update(1)
                 following = store.next_stage(name, retry_failed=False) if result.get("ok") else None
