@@ -223,7 +223,7 @@ def worker(args: argparse.Namespace) -> None:
             keep_freed_memory()
     else:
         config = ours_trainer(args.sd_folder, args.device, output_dir, encoder=variant.split("-")[1])
-        config.pipeline.model.albedo_iters = 10**9 if variant.endswith("albedo") else 0
+        config.pipeline.model.shading_start = 1.0 if variant.endswith("albedo") else 0.0
     config.set_timestamp()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()

@@ -307,7 +307,7 @@ def stage_config(stage: str, args, runs: Path, prior: Path):
 def coarse_config(args, data: Path, runs: Path, prior: Path):
     config = stage_config("coarse", args, runs, prior)
     config.pipeline.datamanager.data = data
-    config.pipeline.model.albedo_iters = args.albedo_steps
+    config.pipeline.model.shading_start = args.albedo_steps / args.coarse_steps
     return config
 
 
@@ -524,7 +524,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from single_image_nerf.models.coarse_model import CoarseModelConfig
+    from single_image_nerf.guidance.recipes import COARSE_RECIPES
 
     device = torch.device(args.device)
     clock = Clock(device)
@@ -541,7 +541,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "settings": {"coarse_steps": args.coarse_steps, "albedo_steps": args.albedo_steps,
                      "refine_steps": args.refine_steps, "default_coarse_steps": DEFAULT_COARSE_STEPS,
                      "default_refine_steps": DEFAULT_REFINE_STEPS,
-                     "default_albedo_steps": CoarseModelConfig().albedo_iters, "photo": str(args.photo)},
+                     "default_albedo_steps": round(COARSE_RECIPES["stable-diffusion"].settings["shading_start"].value
+                                                   * DEFAULT_COARSE_STEPS), "photo": str(args.photo)},
         "stages": {},
     }
     prior_folder = Path(tempfile.mkdtemp(prefix="gpu-check-prior-"))

@@ -319,7 +319,7 @@ def full_step(parts, args, timer: Timer, encoder: str) -> Dict[str, float]:
     pipeline.datamanager.data = write_ball_image(work / "ball.png", size=128)
     pipeline.datamanager.novel_views.resolution = args.render
     pipeline.datamanager.novel_views.views_per_step = args.views
-    pipeline.model.albedo_iters = 0  # shaded steps (normals through the field): the costlier kind
+    pipeline.model.shading_start = 0.0  # shaded steps (normals through the field): the costlier kind
     pipeline.guidance = StableDiffusionGuidanceConfig(model_path="<in memory>", prompt=PROMPT,
                                                       negative_prompt=NEGATIVE, encoder=encoder,
                                                       resolution=args.resolution)

@@ -36,10 +36,7 @@ def build_config(args: argparse.Namespace, data: Path, output_dir: Path):
     novel = pipeline.datamanager.novel_views
     novel.resolution = args.novel_resolution
     novel.views_per_step = args.views_per_step
-    novel.widen_steps = 0  # the oracle is right everywhere: no curriculum needed
     model = pipeline.model
-    model.background = "white"  # the oracle's ground truth is composited over white
-    model.albedo_iters = 10**9  # the oracle renders albedo
     if args.implementation:
         model.implementation = args.implementation
     for group in config.optimizers.values():

@@ -71,7 +71,7 @@ def measure(resolution: int, samples: str, steps: int, warmup: int, device: str,
     pipeline.model.implementation = implementation
     pipeline.model.num_proposal_samples_per_ray = proposal
     pipeline.model.num_nerf_samples_per_ray = field_samples
-    pipeline.model.albedo_iters = 0  # shaded steps: the costlier kind (normals through the field)
+    pipeline.model.shading_start = 0.0  # shaded steps: the costlier kind (normals through the field)
     config.set_timestamp()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()

@@ -97,6 +97,7 @@ SEED = Range(0, 2**32 - 1, integer=True)
 WEIGHT = Range(0.0, 1e6)
 FRACTION = Range(0.0, 1.0)
 OPEN_FRACTION = Range(0.0, 1.0, open_low=True, open_high=True)
+OPEN_LOW_FRACTION = Range(0.0, 1.0, open_low=True)
 ANGLE_FOV = Range(0.0, 180.0, open_low=True, open_high=True)
 LR = Range(0.0, 10.0, open_low=True)
 
@@ -114,13 +115,13 @@ NUMERIC_RULES: Dict[str, Range] = {
     "SingleImageDataManagerConfig.eval_num_rays_per_batch": Range(1, 1 << 22, integer=True),
     "RefineDataManagerConfig.reference_size": Range(0, 4096, integer=True),
     "NovelViewConfig.views_per_step": Range(1, 64, integer=True),
-    "NovelViewConfig.resolution": Range(8, 1024, integer=True),
-    "NovelViewConfig.initial_azimuth_half_width": Range(0.0, 180.0),
-    "NovelViewConfig.widen_start": STEPS,
-    "NovelViewConfig.widen_steps": STEPS,
+    "NovelViewConfig.resolution": Range(8, 1024, integer=True, optional=True),
+    "NovelViewConfig.initial_azimuth_half_width": Range(0.0, 180.0, optional=True),
+    "NovelViewConfig.widen_start": FRACTION,
+    "NovelViewConfig.widen_end": Range(0.0, 1.0, optional=True),
     "NovelViewConfig.elevation_range": Range(-90.0, 90.0, pair=True),
-    "NovelViewConfig.radius_range": Range(0.0, 1000.0, open_low=True, pair=True),
-    "NovelViewConfig.fov_range": Range(0.0, 180.0, open_low=True, open_high=True, pair=True),
+    "NovelViewConfig.radius_range": Range(0.0, 1000.0, open_low=True, pair=True, optional=True),
+    "NovelViewConfig.fov_range": Range(0.0, 180.0, open_low=True, open_high=True, pair=True, optional=True),
     "NovelViewConfig.seed": SEED,
     # loss weights shared by both stages
     "SharedLossWeights.rgb_loss_mult": WEIGHT,
@@ -137,12 +138,12 @@ NUMERIC_RULES: Dict[str, Range] = {
     "CoarseModelConfig.proposal_grid_resolutions": Range(2, 1024, integer=True, sequence=True),
     "CoarseModelConfig.num_nerf_samples_per_ray": Range(1, 4096, integer=True),
     "CoarseModelConfig.proposal_update_every": COUNT,
-    "CoarseModelConfig.proposal_warmup": STEPS,
+    "CoarseModelConfig.proposal_warmup_end": FRACTION,
     "CoarseModelConfig.proposal_weights_anneal_slope": Range(0.0, 1000.0),
-    "CoarseModelConfig.proposal_weights_anneal_max_num_iters": COUNT,
+    "CoarseModelConfig.proposal_weights_anneal_end": OPEN_LOW_FRACTION,
     "CoarseModelConfig.blob_strength": Range(0.0, 100.0),
     "CoarseModelConfig.blob_radius": Range(0.0, 10.0, open_low=True),
-    "CoarseModelConfig.albedo_iters": STEPS,
+    "CoarseModelConfig.shading_start": Range(0.0, 1.0, optional=True),
     "CoarseModelConfig.textureless_ratio": FRACTION,
     "CoarseModelConfig.albedo_ratio": FRACTION,
     "CoarseModelConfig.ambient": FRACTION,
@@ -151,7 +152,10 @@ NUMERIC_RULES: Dict[str, Range] = {
     "CoarseModelConfig.interlevel_loss_mult": WEIGHT,
     "CoarseModelConfig.seed": SEED,
     # refine model
-    "RefineSplatModelConfig.warmup_length": STEPS,
+    "RefineSplatModelConfig.densify_start": FRACTION,
+    "RefineSplatModelConfig.densify_end": FRACTION,
+    "RefineSplatModelConfig.screen_size_end": FRACTION,
+    "RefineSplatModelConfig.sh_degree_every": OPEN_LOW_FRACTION,
     "RefineSplatModelConfig.num_downscales": Range(0, 8, integer=True),
     "RefineSplatModelConfig.seed_num_points": Range(1, 10_000_000, integer=True),
     "RefineSplatModelConfig.seed_reference_points": Range(0, 10_000_000, integer=True),
@@ -168,15 +172,15 @@ NUMERIC_RULES: Dict[str, Range] = {
     "RefineSplatModelConfig.contextual_loss_mult": WEIGHT,
     "RefineSplatModelConfig.contextual_image_size": Range(32, 1024, integer=True),
     # guidance (any prior)
-    "weight": WEIGHT,
-    "guidance_scale": Range(0.0, 1000.0),
+    "weight": Range(0.0, 1e6, optional=True),
+    "guidance_scale": Range(0.0, 1000.0, optional=True),
     "front_threshold": Range(0.0, 180.0),
     "back_threshold": Range(0.0, 180.0),
     "overhead_threshold": Range(0.0, 90.0),
-    "t_range": Range(0.0, 1.0, open_low=True, pair=True),
-    "t_range_end": Range(0.0, 1.0, open_low=True, pair=True),
-    "anneal_start_step": STEPS,
-    "anneal_steps": STEPS,
+    "t_range": Range(0.0, 1.0, open_low=True, pair=True, optional=True),
+    "t_range_end": Range(0.0, 1.0, open_low=True, pair=True, optional=True),
+    "anneal_start": Range(0.0, 1.0, optional=True),
+    "anneal_end": Range(0.0, 1.0, optional=True),
     "grad_clip": Range(0.0, None, open_low=True, optional=True),
     "resolution": Range(8, 2048, integer=True, optional=True),
     "seed": SEED,
@@ -231,7 +235,9 @@ NUMERIC_RULES: Dict[str, Range] = {
     "FloatExponentialDecaySchedulerConfig.lr_pre_warmup": Range(0.0, 10.0),
     "FloatExponentialDecaySchedulerConfig.lr_final": Range(0.0, 10.0, open_low=True, optional=True),
     "FloatExponentialDecaySchedulerConfig.warmup_steps": STEPS,
-    "FloatExponentialDecaySchedulerConfig.max_steps": COUNT,
+    "FloatExponentialDecaySchedulerConfig.max_steps": Range(1, None, integer=True, optional=True),
+    # the run's length (set from --max-num-iterations)
+    "SingleImagePipelineConfig.run_steps": COUNT,
 }
 """The valid values of every numeric option of both methods: 'Class.field' (the class that declares the field, or
 a base class of the config) or a bare field name (for the priors' shared names). A field of a single_image_nerf
@@ -363,6 +369,23 @@ def check_data(data: Path) -> None:
             raise UserInputError(f"{folder / 'meta.json'}: depth_convention must be 'disparity' or 'depth', not "
                                  f"{convention!r}; rerun sin-preprocess")
     read_caption(folder / "caption.txt")
+
+
+def reference_elevation(data: Path, override: Optional[float]) -> float:
+    """The reference camera's elevation in degrees: `override` when given, else `elevation_deg` of the data folder's
+    meta.json, else 0; one line if it is not a number in [-89, 89] (the orbit's limit)."""
+    value, source = override, "--pipeline.datamanager.dataparser.reference-elevation"
+    meta = Path(data) / "meta.json"
+    if value is None and Path(data).is_dir() and meta.is_file():
+        try:
+            value, source = json.loads(meta.read_text()).get("elevation_deg"), f"{meta} elevation_deg"
+        except (ValueError, AttributeError) as error:
+            raise UserInputError(f"{meta} is not a valid JSON object ({error}): rerun the preprocessing") from None
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -89.0 <= value <= 89.0:
+        raise UserInputError(f"reference elevation ({source}) must be a number of degrees in [-89, 89], got {value!r}")
+    return float(value)
 
 
 def read_text(path: Path, what: str) -> str:
@@ -515,8 +538,6 @@ def check_training_config(config: Any) -> None:
     coarse_stage = not hasattr(pipeline.model, "coarse_config")
     if coarse_stage and data is not None and hasattr(getattr(datamanager, "dataparser", None), "reference_fov"):
         check_data(Path(data))
-        from single_image_nerf.data.single_image_dataparser import reference_elevation
-
         reference_elevation(Path(data), getattr(datamanager.dataparser, "reference_elevation", None))
         guidance = getattr(pipeline, "guidance", None)
         token = getattr(guidance, "token_path", None)

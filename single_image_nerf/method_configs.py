@@ -13,14 +13,16 @@ from nerfstudio.plugins.types import MethodSpecification
 
 from single_image_nerf.pipeline import SingleImagePipelineConfig
 from single_image_nerf.refine.pipeline import RefinePipelineConfig
+from single_image_nerf.run_length import DEFAULT_REFINE_STEPS, DEFAULT_RUN_STEPS
 from single_image_nerf.schedulers import FloatExponentialDecaySchedulerConfig
 from single_image_nerf.trainer import SingleImageTrainerConfig
 
 
-def _field_optimizer(lr: float, max_steps: int) -> dict:
+def _field_optimizer(lr: float) -> dict:
+    """Adam with a tenfold exponential decay over the whole run."""
     return {
         "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
-        "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=lr * 0.1, max_steps=max_steps),
+        "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=lr * 0.1),
     }
 
 
@@ -54,11 +56,12 @@ def headless(config, device: str, output_dir: Path):
     return config
 
 
-def coarse_trainer_config(max_steps: int = 5000) -> SingleImageTrainerConfig:
-    """The coarse stage: hash-grid field, reference losses and the guidance on novel views."""
+def coarse_trainer_config(max_steps: int = DEFAULT_RUN_STEPS) -> SingleImageTrainerConfig:
+    """The coarse stage: hash-grid field, reference losses and the guidance on novel views. Every schedule is a
+    fraction of `max_steps` (--max-num-iterations)."""
     optimizers = {
-        "proposal_networks": _field_optimizer(1e-2, max_steps),
-        "fields": _field_optimizer(1e-2, max_steps),
+        "proposal_networks": _field_optimizer(1e-2),
+        "fields": _field_optimizer(1e-2),
     }
     return _stage_trainer_config("single-image-nerf", SingleImagePipelineConfig(), optimizers, max_steps)
 
@@ -69,14 +72,14 @@ coarse_method = MethodSpecification(
 )
 
 
-def _gaussian_optimizers(max_steps: int) -> dict:
+def _gaussian_optimizers() -> dict:
     """splatfacto's learning rates; the means decay a hundredfold over the run."""
     constant = {"features_dc": 0.0025, "features_rest": 0.0025 / 20, "opacities": 0.05, "scales": 0.005,
                 "quats": 0.001}
     optimizers = {
         "means": {
             "optimizer": AdamOptimizerConfig(lr=1.6e-4, eps=1e-15),
-            "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=max_steps),
+            "scheduler": FloatExponentialDecaySchedulerConfig(lr_final=1.6e-6),
         },
     }
     for name, lr in constant.items():
@@ -84,10 +87,9 @@ def _gaussian_optimizers(max_steps: int) -> dict:
     return optimizers
 
 
-def refine_trainer_config(max_steps: int = 2000) -> SingleImageTrainerConfig:
-    """The refine stage: Gaussians seeded from a coarse run, the same reference losses and guidance."""
-    return _stage_trainer_config("single-image-refine", RefinePipelineConfig(), _gaussian_optimizers(max_steps),
-                                 max_steps)
+def refine_trainer_config(max_steps: int = DEFAULT_REFINE_STEPS) -> SingleImageTrainerConfig:
+    """The refine stage: Gaussians seeded from a coarse run, the same reference losses and the coarse run's prior."""
+    return _stage_trainer_config("single-image-refine", RefinePipelineConfig(), _gaussian_optimizers(), max_steps)
 
 
 refine_method = MethodSpecification(

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Type
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
 
 import torch
+import tyro
 
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from single_image_nerf.data.camera_sampling import fov_from_focal, orbit_cameras, pose_angles
 from single_image_nerf.data.datamanager import SingleImageDataManager, SingleImageDataManagerConfig
+from single_image_nerf.guidance import recipes
 from single_image_nerf.guidance.base import Guidance, GuidanceContext
 from single_image_nerf.guidance.registry import AnyGuidanceConfig
 from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
 from single_image_nerf.models.coarse_model import CoarseModelConfig
+from single_image_nerf.run_length import DEFAULT_RUN_STEPS
 
 NOVEL_PREVIEW_AZIMUTHS = (90.0, 180.0)
 """Azimuths (relative to the reference) of the novel views logged with each evaluation image."""
@@ -31,8 +36,83 @@ class SingleImagePipelineConfig(VanillaPipelineConfig):
     model: CoarseModelConfig = field(default_factory=CoarseModelConfig)
     """The coarse radiance field."""
     guidance: AnyGuidanceConfig = field(default_factory=StableDiffusionGuidanceConfig)
-    """The prior on novel views: stable-diffusion (score distillation, the default), oracle (a known object, for
-    tests) or none (fits the reference view alone)."""
+    """The prior on novel views: stable-diffusion (score distillation, the default), zero123, magic123, oracle (a known
+    object, for tests) or none (fits the reference view alone). Its recipe fills every option left unset."""
+    run_steps: tyro.conf.Suppress[int] = DEFAULT_RUN_STEPS
+    """Steps of the whole run, of which every schedule is a fraction: set from --max-num-iterations when training
+    starts."""
+
+    stage: ClassVar[str] = "coarse"
+    """Which of a prior's recipes (guidance/recipes.py) this stage follows."""
+    recipe_options: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "novel_fov": "datamanager.novel_views.fov_range",
+        "novel_radius": "datamanager.novel_views.radius_range",
+        "initial_azimuth_half_width": "datamanager.novel_views.initial_azimuth_half_width",
+        "widen_end": "datamanager.novel_views.widen_end",
+        "novel_resolution": "datamanager.novel_views.resolution",
+        "background": "model.background",
+        "shading_start": "model.shading_start",
+    })
+    """The option each of a recipe's settings sets in this stage."""
+
+    def recipe(self) -> recipes.Recipe:
+        """The recipe of this stage's prior."""
+        return recipes.recipe_for(self.guidance, self.stage)
+
+    def resolve(self) -> Dict[str, Any]:
+        """Fill every option left unset (None) from the prior's recipe; returns {option path: value} of what was
+        filled. A camera range the recipe fixes at the reference camera's takes the dataparser's reference value."""
+        recipe = self.recipe()
+        filled: Dict[str, Any] = {}
+        for concept, path in self.recipe_options.items():
+            owner_path, name = path.rsplit(".", 1)
+            owner = _walk(self, owner_path)
+            if concept not in recipe.settings or getattr(owner, name, None) is not None:
+                continue
+            value = self._setting(recipe, concept)
+            setattr(owner, name, value)
+            filled[path] = value
+        filled.update({f"guidance.{name}": value for name, value in recipes.apply(self.guidance, recipe).items()})
+        return filled
+
+    def _setting(self, recipe: recipes.Recipe, concept: str) -> Any:
+        """The recipe's value of a setting, with a range fixed at the reference camera's made concrete."""
+        value = recipe.settings[concept].value
+        if value == recipes.REFERENCE_CAMERA:
+            dataparser = self.datamanager.dataparser
+            reference = dataparser.reference_fov if concept == "novel_fov" else dataparser.reference_radius
+            value = (float(reference), float(reference))
+        return value
+
+    def recipe_summary(self) -> str:
+        """One line: the recipe followed and the value of each option it sets, marked where a user's option differs."""
+        recipe = self.recipe()
+        parts = []
+        for concept, path in self.recipe_options.items():
+            if concept in recipe.settings:
+                owner_path, name = path.rsplit(".", 1)
+                value = getattr(_walk(self, owner_path), name, None)
+                parts.append(_shown(name, value, self._setting(recipe, concept)))
+        for name, sourced in recipe.guidance.items():
+            parts.append(_shown(f"guidance.{name}", getattr(self.guidance, name, None), sourced.value))
+        for part, values in recipe.parts.items():
+            sub = getattr(self.guidance, part, None)
+            parts += [_shown(f"guidance.{part}.{name}", getattr(sub, name, None), sourced.value)
+                      for name, sourced in values.items()]
+        return (f"{self.stage} stage, {recipe.name} recipe (docs/guidance.md; * = your option): " + ", ".join(parts)
+                + f"; schedules over {self.run_steps} steps")
+
+
+def _walk(config: Any, path: str) -> Any:
+    for name in path.split(".") if path else ():
+        config = getattr(config, name)
+    return config
+
+
+def _shown(name: str, value: Any, recipe_value: Any) -> str:
+    text = " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, tuple) else (
+        f"{value:g}" if isinstance(value, float) else str(value))
+    return f"{name} {text}{'' if value == recipe_value else '*'}"
 
 
 class SingleImagePipeline(VanillaPipeline):
@@ -43,7 +123,10 @@ class SingleImagePipeline(VanillaPipeline):
     datamanager: SingleImageDataManager
 
     def __init__(self, config: SingleImagePipelineConfig, device: str, test_mode: str = "val", **kwargs: Any) -> None:
+        config.resolve()  # options nobody set, also those of a config.yml written before they existed
         super().__init__(config, device, test_mode=test_mode, **kwargs)
+        self.datamanager.run_steps = config.run_steps
+        self.model.run_steps = config.run_steps
         guidance: Optional[Guidance] = None
         if test_mode == "val":
             guidance = config.guidance.setup(context=self.guidance_context())
@@ -60,14 +143,23 @@ class SingleImagePipeline(VanillaPipeline):
         return self._guidance
 
     def guidance_context(self) -> GuidanceContext:
-        """What the guidance may know: the reference view, its camera, the caption and the data folder."""
+        """What the guidance may know: the reference view (at the training size and at the photo's own), its camera,
+        the caption, the data folder and the run's length."""
+        from single_image_nerf.data.reference_image import photo_side, read_reference
+
         outputs = self.datamanager.train_dataparser_outputs
+        dataparser = self.datamanager.config.dataparser
+        data = Path(self.datamanager.config.data or dataparser.data)
+        side = max(photo_side(data) or 0, dataparser.image_size)
+        photo = read_reference(data, side, dataparser.border, dataparser.recenter).rgba
         return GuidanceContext(
             device=torch.device(self.device),
             reference_image=torch.from_numpy(outputs.metadata["rgba"]),
             reference_cameras=outputs.cameras,
             caption=outputs.metadata.get("caption"),
             data_dir=outputs.metadata.get("data_dir"),
+            reference_photo=torch.from_numpy(photo),
+            run_steps=self.config.run_steps,
         )
 
     @property

@@ -35,11 +35,28 @@ class SingleImageTrainerConfig(TrainerConfig):
         super().set_experiment_name()
 
 
+    def resolve(self) -> None:
+        """Fill what the run's length and the prior decide: the pipeline's run length (every schedule is a fraction
+        of --max-num-iterations), a learning-rate decay without a length (the whole run), and every option left unset
+        from the prior's recipe (guidance/recipes.py). Idempotent; a user's explicit option is never changed."""
+        pipeline = self.pipeline
+        if hasattr(pipeline, "run_steps"):
+            pipeline.run_steps = self.max_num_iterations
+        for group in self.optimizers.values():
+            scheduler = group.get("scheduler") if isinstance(group, dict) else None
+            if scheduler is not None and hasattr(scheduler, "max_steps") and scheduler.max_steps is None:
+                scheduler.max_steps = self.max_num_iterations
+        if hasattr(pipeline, "resolve"):
+            pipeline.resolve()
+
     def save_config(self) -> None:
-        """As nerfstudio does (ns-train calls it before anything else), after checking every input the run will read
+        """As nerfstudio does (ns-train calls it before anything else), with the options the recipe and the run's
+        length decide filled in (so config.yml holds what the run uses), after checking every input the run will read
         (single_image_nerf/inputs.py), and with one line when the run folder cannot be written."""
         from single_image_nerf.inputs import check_training_config
 
+        self.set_experiment_name()  # from the options as given, before the resolution fills any
+        self.resolve()
         check_training_config(self)
         try:
             super().save_config()
@@ -133,6 +150,7 @@ class SingleImageTrainer(Trainer):
 
     def setup(self, test_mode="val") -> None:
         total = self.config.max_num_iterations
+        self.config.resolve()  # a run started without save_config (a script) resolves here
         if str(self.device).startswith("cpu"):
             keep_freed_memory()  # later steps reuse the first steps' pages instead of faulting in fresh ones
         super().setup(test_mode=test_mode)
@@ -143,6 +161,8 @@ class SingleImageTrainer(Trainer):
         stage = "refine" if hasattr(self.pipeline.model, "gauss_params") else "coarse"
         CONSOLE.print(f"[bold]{self.config.method_name}: {stage} stage, training to step {total}[/bold] (step, time "
                       f"per step and ETA are printed every {self.config.logging.steps_per_log} steps)")
+        if hasattr(self.pipeline.config, "recipe_summary"):
+            CONSOLE.print(self.pipeline.config.recipe_summary(), soft_wrap=True, highlight=False)
         self.viewer_panel = None
         viewer = self.viewer_state
         if viewer is not None and hasattr(viewer, "viser_server") and hasattr(viewer, "_trigger_rerender"):

@@ -53,7 +53,7 @@ def cuda_coarse_config(root: Path, steps: int):
                          novel_resolution=64, rays=1024)
     config.machine.device_type = "cuda"
     config.steps_per_save = steps
-    config.pipeline.model.albedo_iters = ALBEDO_STEPS
+    config.pipeline.model.shading_start = ALBEDO_STEPS / steps
     config.pipeline.guidance = StableDiffusionGuidanceConfig(model_path="<in memory>", prompt="a red ball")
     return config
 

@@ -86,7 +86,7 @@ def _pipeline(tmp_path: Path, guidance: str, shaded: bool, views: int, device: s
     if guidance == "stable-diffusion":
         config.pipeline.guidance = StableDiffusionGuidanceConfig(model_path=str(tiny_stable_diffusion_folder()),
                                                                  prompt="a red and green ball")
-    config.pipeline.model.albedo_iters = 0 if shaded else 10_000
+    config.pipeline.model.shading_start = 0.0 if shaded else 1.0
     config.pipeline.datamanager.novel_views.views_per_step = views
     pipeline = config.pipeline.setup(device=device, test_mode="val", world_size=1, local_rank=0)
     pipeline.train()
@@ -171,6 +171,8 @@ def test_the_batched_render_equals_the_render_camera_by_camera(tmp_path):
     for index in range(3):
         single = model.render_views(cameras[index:index + 1], draws=draws.select(index))
         for key, value in single.items():
+            if key == "interlevel":  # the proposal sampler's loss over the whole batch, not one per view
+                continue
             expected, actual = value, batched[key][index:index + 1]
             if key == "depth":  # nerfstudio clips depth to the pass's sample range: empty rays differ by design
                 solid = single["accumulation"] > 1e-3

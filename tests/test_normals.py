@@ -146,7 +146,7 @@ def test_shaded_training_steps_with_finite_difference_normals_give_finite_losses
     config = tiny_config(write_ball_image(tmp_path / "disc.png", size=32), tmp_path / "outputs", steps=4,
                          image_size=32, novel_resolution=16, rays=256)
     model = config.pipeline.model
-    model.albedo_iters = 0
+    model.shading_start = 0.0
     model.textureless_ratio = 0.5
     model.albedo_ratio = 0.0  # every novel view is shaded
     model.normals = "finite-difference"

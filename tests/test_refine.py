@@ -47,7 +47,7 @@ def tiny_refine_config(coarse_config: Path, output_dir: Path, steps: int):
     model.seed_num_points = SEED_POINTS
     model.seed_grid_resolution = 32
     model.seed_reference_scale = 0.2  # sharp seeds: the photo's colours per pixel at this tiny size
-    model.warmup_length = 1
+    model.densify_start = 1.0 / steps  # densification from the first step
     model.refine_every = 3
     model.contextual_loss_mult = 0.1
     model.contextual_vgg_weights = "random"
@@ -417,22 +417,39 @@ def test_the_guard_waits_on_the_device_once_per_step(monkeypatch):
     assert reads == ["tolist"] and all(p.grad is None for group in parameters.values() for p in group)
 
 
-def test_refine_guidance_has_its_own_schedule_not_the_coarse_one():
-    refine = refine_trainer_config().pipeline.guidance
-    coarse = coarse_trainer_config().pipeline.guidance
-    assert isinstance(refine, StableDiffusionGuidanceConfig) and isinstance(coarse, StableDiffusionGuidanceConfig)
-    assert refine.guidance_scale == 6.0 and coarse.guidance_scale == 100.0
-    for step in (0, 1000, 1999):  # fixed over the whole refine run: small noise only
-        assert sds.timestep_range(step, refine.t_range, refine.t_range_end, refine.anneal, refine.anneal_start_step,
-                                  refine.anneal_steps) == pytest.approx((0.02, 0.5))
-    assert sds.timestep_range(0, coarse.t_range, coarse.t_range_end, coarse.anneal, coarse.anneal_start_step,
-                              coarse.anneal_steps) == pytest.approx((0.02, 0.98))
-    # The registered method (what ns-train builds) carries the same defaults.
-    from nerfstudio.plugins.registry import discover_methods
+def test_refine_follows_the_coarse_prior_with_the_refine_recipe(tmp_path):
+    """The refine default takes the coarse run's prior (a zero123 run refines with Zero123, a stable-diffusion run
+    with Stable Diffusion and its prompt) with threestudio's Magic123 refine values, not the coarse schedule."""
+    from single_image_nerf.guidance.zero123 import Zero123GuidanceConfig
+    from single_image_nerf.refine.pipeline import CoarsePriorConfig
 
-    methods, _ = discover_methods()
-    registered = methods["single-image-refine"].pipeline.guidance
-    assert (registered.t_range, registered.t_range_end, registered.guidance_scale) == ((0.02, 0.5), (0.02, 0.5), 6.0)
+    for coarse_guidance, expected in ((StableDiffusionGuidanceConfig(prompt="a red ball"), (0.025, 100.0)),
+                                      (Zero123GuidanceConfig(model_path="/models/zero123"), (1.0, 5.0))):
+        coarse = coarse_trainer_config()
+        coarse.pipeline.guidance = coarse_guidance
+        coarse.pipeline.datamanager.data = tmp_path / "data"
+        coarse.set_timestamp()
+        coarse.output_dir = tmp_path / "outputs"
+        coarse.resolve()
+        path = tmp_path / "config.yml"
+        path.write_text(yaml.dump(coarse))
+        config = refine_trainer_config(max_steps=1000)
+        assert isinstance(config.pipeline.guidance, CoarsePriorConfig)
+        config.pipeline.model.coarse_config = path
+        config.resolve()
+        refine = config.pipeline.guidance
+        assert type(refine) is type(coarse_guidance) and refine.model_path == coarse_guidance.model_path
+        assert (refine.weight, refine.guidance_scale) == expected
+        assert (refine.t_range, refine.t_range_end, refine.anneal) == ((0.2, 0.6), (0.2, 0.6), "none")
+        assert getattr(refine, "prompt", "a red ball") == "a red ball"
+        white = isinstance(coarse_guidance, Zero123GuidanceConfig)
+        assert config.pipeline.model.background_color == ("white" if white else "random")
+        novel = config.pipeline.datamanager.novel_views
+        assert novel.fov_range == ((40.0, 40.0) if white else (35.0, 45.0)) and novel.resolution == 128
+        # the coarse config the refine stage read keeps its own schedule
+        assert coarse.pipeline.guidance.t_range != (0.2, 0.6)
+
+
 
 
 def test_contextual_loss_without_its_weights_says_so_in_one_line_and_trains_on(refined, tmp_path, monkeypatch, capsys):

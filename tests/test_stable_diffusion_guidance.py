@@ -162,7 +162,7 @@ def test_prompt_falls_back_to_caption_then_fails_clearly():
 
 
 def test_schedule_inside_the_guidance_anneals():
-    guide = guidance(anneal="linear", anneal_steps=100)
+    guide = guidance(anneal="linear", anneal_end=1.0, context=GuidanceContext(device=CPU, run_steps=100))
     assert guide.status(0)["t_max"] == pytest.approx(0.98) and guide.status(100)["t_max"] == pytest.approx(0.5)
     latents = torch.zeros(64, 4, 8, 8)
     cond = guide.cond_embeddings[:1].expand(64, -1, -1)

@@ -46,7 +46,7 @@ def test_method_is_registered_and_builtins_still_list():
                                capture_output=True, text=True, env=env, timeout=300)
     assert help_text.returncode == 0, help_text.stderr[-2000:]
     assert "--pipeline.datamanager.novel-views.resolution" in help_text.stdout
-    assert "--pipeline.model.albedo-iters" in help_text.stdout
+    assert "--pipeline.model.shading-start" in help_text.stdout
     listing = subprocess.run([sys.executable, "-m", "nerfstudio.scripts.train", "--help"], capture_output=True,
                              text=True, env=env, timeout=300)
     assert listing.returncode == 0

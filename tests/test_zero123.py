@@ -23,7 +23,9 @@ from single_image_nerf.data.single_image_dataparser import SingleImageDataParser
 from single_image_nerf.errors import UserInputError
 from single_image_nerf.guidance import sds
 from single_image_nerf.guidance.base import GuidanceContext
-from single_image_nerf.guidance.magic123 import Magic123GuidanceConfig, magic123_stable_diffusion, magic123_zero123
+from single_image_nerf.guidance import recipes
+from single_image_nerf.guidance.magic123 import Magic123GuidanceConfig
+from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
 from single_image_nerf.guidance.zero123 import (
     Zero123GuidanceConfig, camera_vector, detect_camera_embedding, guidance_batch, reference_latent,
     relative_camera_vector, white_composite,
@@ -189,21 +191,33 @@ def test_loss_is_finite_reaches_the_renders_and_no_frozen_weight(encoder):
     for module in (guide.unet, guide.vae, guide.projection):
         assert all(not p.requires_grad and p.grad is None for p in module.parameters())
     status = guide.status(0)
-    assert status["t_max"] == pytest.approx(0.98) and float(status["sds_grad_norm"]) > 0
+    assert status["t_max"] == pytest.approx(0.85) and float(status["sds_grad_norm"]) > 0
     assert guide.skipped_steps == 0
 
 
 def test_defaults_follow_threestudio_and_the_default_id_is_zero123_xl():
+    """The recipe values are threestudio's current configs (28d9d80), on our scale (rgb_loss_mult 1000)."""
     config = Zero123GuidanceConfig()
     assert config.model_path == pretrained.ZERO123_ID == pretrained.DEFAULT_HUB_MODELS["Zero123 prior"]
-    assert config.guidance_scale == 3.0 and config.t_range == config.t_range_end == (0.02, 0.98)
-    assert config.anneal == "none" and config.resolution is None  # the model's native 256 px
-    assert config.weight == pytest.approx(0.003 / 200 * 1000)  # threestudio's lambda_sds / lambda_rgb, our rgb 1000
+    assert config.weight is None and config.resolution is None  # the recipe's; the model's native 256 px
+    recipes.apply(config, recipes.recipe_for(config))
+    assert config.guidance_scale == 3.0 and (config.t_range, config.t_range_end) == ((0.4, 0.85), (0.2, 0.5))
+    assert config.anneal == "linear" and (config.anneal_start, config.anneal_end) == pytest.approx((0.0, 1 / 3))
+    assert config.weight == pytest.approx(0.1 / 500 * 1000)  # zero123.yaml lambda_sds / lambda_rgb, our rgb 1000
+    stable = Zero123GuidanceConfig(model_path="ashawkey/stable-zero123-diffusers")
+    assert stable.recipe_name() == "stable-zero123"
+    recipes.apply(stable, recipes.recipe_for(stable))
+    assert (stable.t_range, stable.t_range_end) == ((0.7, 0.98), (0.3, 0.8)) and stable.weight == pytest.approx(0.1)
     magic = Magic123GuidanceConfig()
-    assert (magic.stable_diffusion.weight, magic.zero123.weight) == (1.0, 40.0)
+    recipes.apply(magic, recipes.recipe_for(magic))
+    assert (magic.stable_diffusion.weight, magic.zero123.weight) == (0.025, 1.0)  # magic123-coarse-sd.yaml
     assert (magic.stable_diffusion.guidance_scale, magic.zero123.guidance_scale) == (100.0, 5.0)
     assert magic.stable_diffusion.t_range == magic.zero123.t_range_end == (0.2, 0.6)
-    assert magic.weight == pytest.approx(1000 / 10000)
+    assert magic.weight == 1.0  # lambda_rgb 1000 = ours
+    explicit = Magic123GuidanceConfig(weight=0.5)
+    explicit.zero123.weight = 40.0
+    recipes.apply(explicit, recipes.recipe_for(explicit))
+    assert (explicit.weight, explicit.zero123.weight, explicit.stable_diffusion.weight) == (0.5, 40.0, 0.025)
 
 
 def test_stable_zero123_switch_from_the_folder_name_or_the_option(tmp_path):
@@ -373,17 +387,18 @@ def test_magic123_gives_one_entry_per_prior_each_with_its_own_weight():
     magic.stable_diffusion.model_path, magic.stable_diffusion.prompt = sd_folder, "a red ball"
     magic.zero123.model_path = str(tiny_zero123_folder())
     guide = magic.setup(context=context())
-    alone_zero123 = magic123_zero123()
-    alone_zero123.model_path = str(tiny_zero123_folder())
-    alone_sd = magic123_stable_diffusion()
-    alone_sd.model_path, alone_sd.prompt = sd_folder, "a red ball"
+    parts = recipes.COARSE_RECIPES["magic123"].parts
+    alone_zero123 = Zero123GuidanceConfig(model_path=str(tiny_zero123_folder()))
+    recipes.apply(alone_zero123, recipes.COARSE_RECIPES["magic123"], parts["zero123"])
+    alone_sd = StableDiffusionGuidanceConfig(model_path=sd_folder, prompt="a red ball")
+    recipes.apply(alone_sd, recipes.COARSE_RECIPES["magic123"], parts["stable_diffusion"])
     images, cameras = torch.rand(2, 3, 16, 16), cams([70.0, 180.0], [5.0, 25.0])
     losses = guide.loss(images, cameras, step=0)
     assert set(losses) == {"sd_sds_loss", "zero123_sds_loss"}
     by_zero123 = alone_zero123.setup(context=context()).loss(images, cameras, 0)["zero123_sds_loss"]
     by_sd = alone_sd.setup(context=context()).loss(images, cameras, 0)["sds_loss"]
-    assert float(losses["zero123_sds_loss"]) == pytest.approx(0.1 * float(by_zero123), rel=1e-5)
-    assert float(losses["sd_sds_loss"]) == pytest.approx(0.1 * float(by_sd), rel=1e-5)
+    assert float(losses["zero123_sds_loss"]) == pytest.approx(float(by_zero123), rel=1e-5)  # joint weight 1
+    assert float(losses["sd_sds_loss"]) == pytest.approx(float(by_sd), rel=1e-5)
     status = guide.status(0)
     assert status["sd_t_min"] == status["zero123_t_min"] == pytest.approx(0.2)
     assert guide.stable_diffusion.config.guidance_scale == 100.0 and guide.zero123.config.guidance_scale == 5.0

@@ -48,7 +48,7 @@ def tiny_config(data: Path, output_dir: Path, steps: int, image_size: int = 32, 
     model.log2_hashmap_size = 14
     model.num_proposal_samples_per_ray = (32,)
     model.num_nerf_samples_per_ray = 24
-    model.albedo_iters = 10_000
+    model.shading_start = 1.0  # albedo only
     return config
 
 

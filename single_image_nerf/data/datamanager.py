@@ -16,6 +16,7 @@ from single_image_nerf.data.camera_sampling import ViewRanges, cameras_to_device
 from single_image_nerf.data.dataset import SingleImageDataset
 from single_image_nerf.data.single_image_dataparser import SingleImageDataParserConfig
 from single_image_nerf.errors import UserInputError
+from single_image_nerf.run_length import DEFAULT_RUN_STEPS, step_at
 
 
 @dataclass
@@ -24,33 +25,45 @@ class NovelViewConfig:
 
     views_per_step: int = 1
     """Novel cameras rendered at each training step."""
-    resolution: int = 64
-    """Side of the square novel-view renders, in pixels."""
-    initial_azimuth_half_width: float = 45.0
-    """Half width of the azimuth window around the reference view at the start (45: a 90 degree window)."""
-    widen_start: int = 0
-    """Step at which the azimuth window starts widening."""
-    widen_steps: int = 1000
-    """Steps over which the window widens to the full circle."""
+    resolution: Optional[int] = None
+    """Side of the square novel-view renders, in pixels (None: the prior's recipe)."""
+    initial_azimuth_half_width: Optional[float] = None
+    """Half width of the azimuth window around the reference view at the start (45: a 90 degree window; 180: the
+    full circle from the start) (None: the prior's recipe)."""
+    widen_start: float = 0.0
+    """Fraction of the run at which the azimuth window starts widening."""
+    widen_end: Optional[float] = None
+    """Fraction of the run by which the window has widened to the full circle (None: the prior's recipe)."""
     elevation_range: Tuple[float, float] = (-10.0, 45.0)
     """Elevation range of novel cameras, degrees above the XY plane."""
-    radius_range: Tuple[float, float] = (2.2, 2.8)
-    """Distance range of novel cameras from the origin."""
-    fov_range: Tuple[float, float] = (35.0, 45.0)
-    """Vertical field of view range of novel cameras, degrees."""
+    radius_range: Optional[Tuple[float, float]] = None
+    """Distance range of novel cameras from the origin (None: the prior's recipe; a view-conditioned prior keeps the
+    reference camera's distance)."""
+    fov_range: Optional[Tuple[float, float]] = None
+    """Vertical field of view range of novel cameras, degrees (None: the prior's recipe; a view-conditioned prior keeps
+    the reference camera's)."""
     uniform_sphere: bool = True
     """Draw directions uniformly over the sphere band (uniform in sin elevation) rather than uniform in angle."""
     seed: int = 0
     """Seed of the novel-camera draws; a step's cameras depend only on the seed and the step."""
 
+    def unresolved(self) -> list:
+        """Names of the options still unset (the pipeline fills them from the prior's recipe)."""
+        return [name for name in ("resolution", "initial_azimuth_half_width", "widen_end", "radius_range", "fov_range")
+                if getattr(self, name) is None]
+
     def validate(self, scene_bound: float) -> None:
         """Refuse impossible ranges with one line each."""
+        if self.unresolved():
+            raise ValueError(f"novel-view options {', '.join(self.unresolved())} are unset: the pipeline fills them "
+                             "from the prior's recipe (SingleImagePipelineConfig.resolve) before the datamanager is built")
         checks = [
             (self.views_per_step >= 1, f"views per step must be at least 1, got {self.views_per_step}"),
             (self.resolution >= 8, f"novel-view resolution must be at least 8 pixels, got {self.resolution}"),
             (0.0 <= self.initial_azimuth_half_width <= 180.0,
              f"initial azimuth half width must lie in [0, 180], got {self.initial_azimuth_half_width}"),
-            (self.widen_steps >= 0, f"widen steps must not be negative, got {self.widen_steps}"),
+            (0.0 <= self.widen_start <= 1.0 and 0.0 <= self.widen_end <= 1.0,
+             f"widen start and end are fractions of the run in [0, 1], got {self.widen_start} and {self.widen_end}"),
             (-90.0 <= self.elevation_range[0] <= self.elevation_range[1] <= 90.0,
              f"elevation range must be ordered within [-90, 90], got {self.elevation_range}"),
             (0.0 < self.radius_range[0] <= self.radius_range[1],
@@ -65,10 +78,13 @@ class NovelViewConfig:
             if not ok:
                 raise UserInputError(message)
 
-    def ranges_at(self, step: int) -> ViewRanges:
-        """The curriculum's view ranges at `step`."""
-        return curriculum_ranges(step, self.initial_azimuth_half_width, self.widen_steps, self.elevation_range,
-                                 self.radius_range, self.fov_range, widen_start=self.widen_start)
+    def ranges_at(self, step: int, run_steps: int) -> ViewRanges:
+        """The curriculum's view ranges at `step` of a run of `run_steps`: the window widens from `widen_start` to
+        `widen_end` of the run."""
+        start = step_at(self.widen_start, run_steps)
+        length = max(step_at(self.widen_end, run_steps) - start, 0)
+        return curriculum_ranges(step, self.initial_azimuth_half_width, length, self.elevation_range,
+                                 self.radius_range, self.fov_range, widen_start=start)
 
 
 @dataclass
@@ -95,6 +111,8 @@ class SingleImageDataManager(VanillaDataManager[SingleImageDataset]):
         config.novel_views.validate(config.dataparser.scene_bound)
         super().__init__(config, *args, **kwargs)
         self._orbit_generator: Optional[torch.Generator] = None
+        self.run_steps = DEFAULT_RUN_STEPS
+        """Steps of the whole run (the pipeline sets it from --max-num-iterations): the curriculum's fractions are of it."""
         self._reference: Optional[Tuple[RayBundle, Dict[str, torch.Tensor]]] = None
 
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
@@ -159,7 +177,7 @@ class SingleImageDataManager(VanillaDataManager[SingleImageDataset]):
 
     def novel_view_ranges(self, step: int) -> ViewRanges:
         """The curriculum's view ranges at `step`."""
-        return self.config.novel_views.ranges_at(step)
+        return self.config.novel_views.ranges_at(step, self.run_steps)
 
     def next_novel_cameras(self, step: int) -> Cameras:
         """The novel cameras of `step`, reproducible from the seed and the step alone, on the datamanager's device."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Type
@@ -16,7 +15,7 @@ from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 from single_image_nerf.data.camera_sampling import orbit_cameras
 from single_image_nerf.data.reference_image import read_reference
 from single_image_nerf.errors import UserInputError
-from single_image_nerf.inputs import check_data
+from single_image_nerf.inputs import check_data, reference_elevation  # noqa: F401  (reference_elevation: re-exported)
 
 
 @dataclass
@@ -61,23 +60,6 @@ class SingleImageDataParserConfig(DataParserConfig):
                 f"the reference camera (radius {self.reference_radius}) sits inside the scene box (bound "
                 f"{self.scene_bound}): use a radius above {self.scene_bound * 3**0.5:.2f}"
             )
-
-
-def reference_elevation(data: Path, override: Optional[float]) -> float:
-    """The reference camera's elevation in degrees: `override` when given, else `elevation_deg` of the data folder's
-    meta.json, else 0; one line if it is not a number in [-89, 89] (the orbit's limit)."""
-    value, source = override, "--pipeline.datamanager.dataparser.reference-elevation"
-    meta = Path(data) / "meta.json"
-    if value is None and Path(data).is_dir() and meta.is_file():
-        try:
-            value, source = json.loads(meta.read_text()).get("elevation_deg"), f"{meta} elevation_deg"
-        except (ValueError, AttributeError) as error:
-            raise UserInputError(f"{meta} is not a valid JSON object ({error}): rerun the preprocessing") from None
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -89.0 <= value <= 89.0:
-        raise UserInputError(f"reference elevation ({source}) must be a number of degrees in [-89, 89], got {value!r}")
-    return float(value)
 
 
 class SingleImageDataParser(DataParser):

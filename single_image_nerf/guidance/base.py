@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Type
+from typing import ClassVar, Dict, Optional, Type
 
 import torch
 from jaxtyping import Float
@@ -16,6 +16,8 @@ from torch import Tensor
 
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.configs.base_config import InstantiateConfig
+
+from single_image_nerf.run_length import DEFAULT_RUN_STEPS
 
 
 @dataclass
@@ -32,6 +34,11 @@ class GuidanceContext:
     """Caption found beside the data (caption.txt), if any."""
     data_dir: Optional[Path] = None
     """Folder of the preprocessed data (where a learned token may be saved), if the data is a folder."""
+    reference_photo: Optional[Float[Tensor, "H W 4"]] = None
+    """The reference view as the reference image, recentred the same way, at the preprocessed photo's own size
+    (a conditioning image for priors that read the photo at their own resolution); None: use reference_image."""
+    run_steps: int = DEFAULT_RUN_STEPS
+    """Steps of the whole run: schedules given as fractions of the run are fractions of this."""
 
 
 @dataclass
@@ -39,8 +46,14 @@ class GuidanceConfig(InstantiateConfig):
     """Base configuration of a guidance; `none` when used as is."""
 
     _target: Type = field(default_factory=lambda: Guidance)
-    weight: float = 1.0
-    """Multiplier of the guidance loss."""
+    weight: Optional[float] = None
+    """Multiplier of the guidance loss (None: the prior's recipe, guidance/recipes.py)."""
+    recipe: ClassVar[str] = "none"
+    """The name of this prior's recipe in guidance/recipes.py."""
+
+    def recipe_name(self) -> str:
+        """The recipe this configuration follows."""
+        return self.recipe
 
 
 @dataclass
@@ -56,6 +69,9 @@ class Guidance:
     config: GuidanceConfig
 
     def __init__(self, config: GuidanceConfig, context: GuidanceContext) -> None:
+        from single_image_nerf.guidance import recipes
+
+        recipes.apply(config, recipes.recipe_for(config))  # options nobody set (a guidance built on its own)
         self.config = config
         self.context = context
 

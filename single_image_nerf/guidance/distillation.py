@@ -14,6 +14,7 @@ from torch import Tensor
 from single_image_nerf.errors import UserInputError
 from single_image_nerf.guidance import sds
 from single_image_nerf.guidance.base import Guidance, GuidanceConfig, GuidanceContext
+from single_image_nerf.run_length import step_at
 
 
 @dataclass
@@ -34,20 +35,21 @@ class ScoreTrace:
 
 @dataclass
 class ScoreDistillationConfig(GuidanceConfig):
-    """Options every score-distillation prior has (defaults: DreamFusion's, as threestudio's SD guidance)."""
+    """Options every score-distillation prior has; those left None come from the prior's recipe (guidance/recipes.py)."""
 
-    guidance_scale: float = 100.0
-    """Classifier-free guidance scale s in eps_uncond + s (eps_cond - eps_uncond) (DreamFusion/threestudio: 100)."""
-    t_range: Tuple[float, float] = (0.02, 0.98)
-    """(t_min, t_max) as fractions of the training timesteps at the start (DreamFusion: U(0.02, 0.98))."""
-    t_range_end: Tuple[float, float] = (0.02, 0.5)
-    """(t_min, t_max) once annealed: small noise late refines detail (threestudio drops t_max 0.98 -> 0.5)."""
-    anneal: sds.AnnealKind = "linear"
-    """How the range moves from `t_range` to `t_range_end`: none, linear, sqrt (HiFA) or step (ProlificDreamer)."""
-    anneal_start_step: int = 0
-    """Step at which the annealing starts."""
-    anneal_steps: int = 5000
-    """Steps the annealing lasts (the coarse stage's default length)."""
+    guidance_scale: Optional[float] = None
+    """Classifier-free guidance scale s in eps_uncond + s (eps_cond - eps_uncond) (None: the prior's recipe)."""
+    t_range: Optional[Tuple[float, float]] = None
+    """(t_min, t_max) as fractions of the training timesteps at the start (None: the prior's recipe)."""
+    t_range_end: Optional[Tuple[float, float]] = None
+    """(t_min, t_max) once annealed (None: the prior's recipe)."""
+    anneal: Optional[sds.AnnealKind] = None
+    """How the range moves from `t_range` to `t_range_end`: none, linear, sqrt (HiFA) or step (ProlificDreamer)
+    (None: the prior's recipe)."""
+    anneal_start: Optional[float] = None
+    """Fraction of the run at which the annealing starts (None: the prior's recipe)."""
+    anneal_end: Optional[float] = None
+    """Fraction of the run at which the annealing ends (None: the prior's recipe)."""
     weighting: sds.Weighting = "sds"
     """w(t): sds = 1 - abar_t (DreamFusion), sqrt = sqrt(1 - abar_t), uniform = 1, fantasia3d = sqrt(abar_t)(1 - abar_t)."""
     grad_clip: Optional[float] = None
@@ -101,9 +103,10 @@ class ScoreDistillationGuidance(Guidance):
         self.latent_map = fit_linear_latent_map(vae, self.device) if self.encoder == "latent" else None
 
     def timestep_range(self, step: int) -> Tuple[float, float]:
-        """(t_min, t_max) as fractions at `step`."""
+        """(t_min, t_max) as fractions at `step`: the annealing runs from `anneal_start` to `anneal_end` of the run."""
         c = self.config
-        return sds.timestep_range(step, c.t_range, c.t_range_end, c.anneal, c.anneal_start_step, c.anneal_steps)
+        start, end = (step_at(fraction, self.context.run_steps) for fraction in (c.anneal_start, c.anneal_end))
+        return sds.timestep_range(step, c.t_range, c.t_range_end, c.anneal, start, max(end - start, 0))
 
     def count_skipped(self, ok: Tensor) -> None:
         """Add a step whose score was not finite (`ok` false) to the count, on the device."""

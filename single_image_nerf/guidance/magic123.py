@@ -1,17 +1,17 @@
 """Magic123's joint prior: the Stable Diffusion guidance (2D, text) and the Zero123 guidance (3D, the photo and the
 relative camera) on the same novel-view renders, each with its own weight, scale and schedule.
 
-The defaults are Magic123's coarse stage as threestudio configures it (`configs/magic123-coarse-sd.yaml`): SD scale
-100 and Zero123 scale 5, both with t ~ U(0.2, 0.6) and no annealing, loss weights `lambda_sd` 1 and `lambda_3d_sd`
-40 against `lambda_rgb` 10000. Our reference colour loss weighs 1000 (`rgb_loss_mult`), so the joint `weight` 0.1
-keeps both priors at Magic123's strength relative to the photo. The logs show one loss per prior:
-`guidance_sd_sds_loss` and `guidance_zero123_sds_loss` (and the SD option's CLIP losses as `guidance_sd_clip_*`).
+The values left unset come from the magic123 recipe (guidance/recipes.py): threestudio's current
+`configs/magic123-coarse-sd.yaml`, SD scale 100 and Zero123 scale 5, both with t ~ U(0.2, 0.6) and no annealing, loss
+weights `lambda_sd` 0.025 and `lambda_3d_sd` 1 against `lambda_rgb` 1000, which is our `rgb_loss_mult`, so the joint
+`weight` is 1. (The Magic123 authors' own scripts weigh 1 and 40 against `lambda_rgb` 5.) The logs show one loss per
+prior: `guidance_sd_sds_loss` and `guidance_zero123_sds_loss` (and the SD option's CLIP losses as `guidance_sd_clip_*`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Type
+from typing import ClassVar, Dict, Type
 
 from jaxtyping import Float
 from torch import Tensor
@@ -21,24 +21,10 @@ from single_image_nerf.guidance.base import Guidance, GuidanceConfig, GuidanceCo
 from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
 from single_image_nerf.guidance.zero123 import Zero123GuidanceConfig
 
-MAGIC123_T_RANGE = (0.2, 0.6)
-"""Both priors' timestep range in Magic123's coarse stage (min/max_step_percent 0.2/0.6, fixed)."""
 ZERO123_FLAG = "pipeline.guidance:magic123 --pipeline.guidance.zero123.model-path"
 """The option that points the joint prior's Zero123 at a local folder (named in its errors)."""
 STABLE_DIFFUSION_FLAG = "pipeline.guidance:magic123 --pipeline.guidance.stable-diffusion.model-path"
 """The option that points the joint prior's Stable Diffusion at a local folder (named in its errors)."""
-
-
-def magic123_stable_diffusion() -> StableDiffusionGuidanceConfig:
-    """The 2D prior of Magic123's coarse stage: scale 100, t in [0.2, 0.6] fixed, weight 1 (`lambda_sd`)."""
-    return StableDiffusionGuidanceConfig(guidance_scale=100.0, t_range=MAGIC123_T_RANGE, t_range_end=MAGIC123_T_RANGE,
-                                         anneal="none", weight=1.0)
-
-
-def magic123_zero123() -> Zero123GuidanceConfig:
-    """The 3D prior of Magic123's coarse stage: scale 5, t in [0.2, 0.6] fixed, weight 40 (`lambda_3d_sd`)."""
-    return Zero123GuidanceConfig(guidance_scale=5.0, t_range=MAGIC123_T_RANGE, t_range_end=MAGIC123_T_RANGE,
-                                 anneal="none", weight=40.0)
 
 
 @dataclass
@@ -46,12 +32,11 @@ class Magic123GuidanceConfig(GuidanceConfig):
     """Magic123: Stable Diffusion (text) and Zero123 (photo + camera) score distillation together."""
 
     _target: Type = field(default_factory=lambda: Magic123Guidance)
-    weight: float = 0.1
-    """Multiplier of both priors' losses: Magic123's lambda_rgb 10000 against our rgb_loss_mult 1000."""
-    stable_diffusion: StableDiffusionGuidanceConfig = field(default_factory=magic123_stable_diffusion)
-    """The 2D prior (its own weight, scale, schedule and prompt)."""
-    zero123: Zero123GuidanceConfig = field(default_factory=magic123_zero123)
-    """The 3D prior (its own weight, scale, schedule and model)."""
+    stable_diffusion: StableDiffusionGuidanceConfig = field(default_factory=StableDiffusionGuidanceConfig)
+    """The 2D prior (its own weight, scale, schedule and prompt; unset ones from the magic123 recipe)."""
+    zero123: Zero123GuidanceConfig = field(default_factory=Zero123GuidanceConfig)
+    """The 3D prior (its own weight, scale, schedule and model; unset ones from the magic123 recipe)."""
+    recipe: ClassVar[str] = "magic123"
 
 
 class Magic123Guidance(Guidance):

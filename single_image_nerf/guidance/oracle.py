@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Type
+from typing import ClassVar, Dict, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ class OracleGuidanceConfig(GuidanceConfig):
     """An exact prior for a known object (tests and proofs only)."""
 
     _target: Type = field(default_factory=lambda: OracleGuidance)
+    recipe: ClassVar[str] = "oracle"
     known_object: Optional[str] = None
     """Name of the known object; None reads `known_object` from the data folder's meta.json."""
     background_color: Tuple[float, float, float] = (1.0, 1.0, 1.0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Type
+from typing import ClassVar, Dict, List, Optional, Tuple, Type
 
 import torch
 from jaxtyping import Float
@@ -36,6 +36,7 @@ class StableDiffusionGuidanceConfig(ScoreDistillationConfig):
     """Score distillation sampling (DreamFusion) from Stable Diffusion, with view-dependent prompts."""
 
     _target: Type = field(default_factory=lambda: StableDiffusionGuidance)
+    recipe: ClassVar[str] = "stable-diffusion"
     model_path: str = STABLE_DIFFUSION_ID
     """Hub id or local folder of a diffusers Stable Diffusion checkpoint (SD 1.5 and 2.x)."""
     prompt: Optional[str] = None

@@ -9,7 +9,8 @@ either `clip_camera_projection/` with keys `proj.*` (ashawkey's, bennyguo's conv
 keys `projection.*` (kxic's).
 
 The conditioning follows Zero123's training definition, each convention a pure function below:
-- the reference: the photo composited on white at the prior's image size (256 px), its CLIP image embedding through
+- the reference: the preprocessed photo (recentred as the reference view, at its own size, not the smaller training
+  reference) composited on white and resized to the prior's image size (256 px), its CLIP image embedding through
   the folder's feature extractor, and its VAE latent (the posterior mode, NOT multiplied by the scaling factor);
 - the camera: [Δpolar (radians), sin Δazimuth, cos Δazimuth, Δradius] of each novel camera relative to the
   reference, where polar = 90° - elevation and azimuth runs from +X toward +Y about +Z. This is Zero123's own frame
@@ -17,6 +18,10 @@ The conditioning follows Zero123's training definition, each convention a pure f
   replaces Δradius by the reference's absolute polar angle (radians);
 - the unconditional branch: zeros for both the projected embedding and the concatenated latent, first in the batch
   [uncond; cond] that `chunk(2)` splits; eps_hat by `sds.classifier_free_guidance`.
+
+The weight, scale and timestep schedule left unset come from the recipe (guidance/recipes.py): threestudio's current
+`configs/zero123.yaml` (weight 0.2 on our scale, scale 3, t annealed from [0.4, 0.85] to [0.2, 0.5] over the first
+third of the run), or its `configs/stable-zero123.yaml` for Stable Zero123.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, Literal, Optional, Tuple, Type
 
 import torch
 from jaxtyping import Float
@@ -245,14 +250,15 @@ class Zero123GuidanceConfig(ScoreDistillationConfig):
     camera_embedding: CameraEmbedding = "auto"
     """Fourth camera number: zero123 (Δradius), stable-zero123 (the reference's absolute polar angle), or auto (
     stable-zero123 when the id or folder names Stable Zero123)."""
-    weight: float = 0.015
-    """Multiplier of the loss: threestudio's zero123 lambda_sds 0.003 against lambda_rgb 200, scaled to our rgb 1000."""
-    guidance_scale: float = 3.0
-    """Classifier-free guidance scale s in eps_uncond + s (eps_cond - eps_uncond) (threestudio's zero123: 3)."""
-    t_range_end: Tuple[float, float] = (0.02, 0.98)
-    """(t_min, t_max) once annealed (threestudio's zero123 keeps the range; stable-zero123 ends at (0.3, 0.8))."""
-    anneal: sds.AnnealKind = "none"
-    """How the range moves from `t_range` to `t_range_end`: none (threestudio's zero123), linear, sqrt or step."""
+    recipe: ClassVar[str] = "zero123"
+
+    def recipe_name(self) -> str:
+        """zero123, or stable-zero123 when the camera embedding is (or, auto, the model's name says) Stable Zero123:
+        their threestudio configs anneal t differently."""
+        kind = self.camera_embedding
+        if kind == "auto":
+            kind = detect_camera_embedding(self.model_path, Path(self.model_path).expanduser())
+        return "stable-zero123" if kind == "stable-zero123" else "zero123"
 
 
 class Zero123Guidance(ScoreDistillationGuidance):
@@ -282,7 +288,8 @@ class Zero123Guidance(ScoreDistillationGuidance):
                                  f"positive multiple of {self.vae_scale_factor} (the VAE's pixels per latent)")
         self.resolution, self.latent_size = resolution, resolution // self.vae_scale_factor
         self.use_encoder(self.vae)
-        image = white_composite(context.reference_image, self.resolution).to(self.device)
+        photo = context.reference_photo if context.reference_photo is not None else context.reference_image
+        image = white_composite(photo, self.resolution).to(self.device)
         self.reference_image = image
         self.reference_latent = reference_latent(self.vae, image)
         self.image_embedding = clip_image_embedding(parts.image_encoder, parts.feature_extractor, image)

@@ -24,6 +24,7 @@ from single_image_nerf.models.coarse_field import CoarseField
 from single_image_nerf.models.losses import (SharedLossWeights, composite, normal_smoothness_2d, opacity_regularization,
                                              reference_view_losses)
 from single_image_nerf.models.proposal_grid import DenseDensityGrid
+from single_image_nerf.run_length import DEFAULT_RUN_STEPS, step_at
 
 Shading = Literal["albedo", "lambertian", "textureless", "normals"]
 
@@ -115,25 +116,27 @@ class CoarseModelConfig(ModelConfig, SharedLossWeights):
     """Samples per ray for the main field."""
     proposal_update_every: int = 5
     """Proposal networks are updated every this many steps after warm-up."""
-    proposal_warmup: int = 1000
-    """Steps over which the proposal update interval grows from 1 to proposal_update_every."""
+    proposal_warmup_end: float = 0.2
+    """Fraction of the run over which the proposal update interval grows from 1 to proposal_update_every (nerfacto:
+    1000 of its 30000 steps; ours 1000 of the coarse stage's 5000)."""
     proposal_weights_anneal_slope: float = 10.0
     """Slope of the proposal-weight annealing."""
-    proposal_weights_anneal_max_num_iters: int = 500
-    """Steps over which the proposal weights are annealed."""
+    proposal_weights_anneal_end: float = 0.1
+    """Fraction of the run over which the proposal weights are annealed (500 of the coarse stage's 5000 steps)."""
     blob_strength: float = 5.0
     """Strength of the initial density blob at the origin (pre-activation)."""
     blob_radius: float = 0.5
     """Radius of the initial density blob."""
-    background: Literal["random", "white", "learned"] = "random"
-    """Background behind the object in training renders; views for the viewer and evaluation use white (or the
-    learned one)."""
-    albedo_iters: int = 1000
-    """Steps of albedo-only rendering before shading (lambertian, textureless) begins on novel views."""
+    background: Optional[Literal["random", "white", "learned"]] = None
+    """Background behind the object in training renders (None: the prior's recipe: white for Zero123-family priors,
+    random colours otherwise); views for the viewer and evaluation use white (or the learned one)."""
+    shading_start: Optional[float] = None
+    """Fraction of the run rendered in albedo only before shading (lambertian, textureless) begins on novel views
+    (1: never) (None: the prior's recipe)."""
     textureless_ratio: float = 0.2
-    """After albedo_iters, share of novel views rendered textureless (white albedo, lit)."""
+    """Once shading has begun, share of novel views rendered textureless (white albedo, lit)."""
     albedo_ratio: float = 0.2
-    """After albedo_iters, share of novel views still rendered with albedo only."""
+    """Once shading has begun, share of novel views still rendered with albedo only."""
     ambient: float = 0.1
     """Ambient light of the lambertian and textureless shadings."""
     orientation_loss_mult: float = 1e-2
@@ -142,6 +145,9 @@ class CoarseModelConfig(ModelConfig, SharedLossWeights):
     """Weight of the 2D smoothness of rendered normal maps on novel views, once normals are rendered."""
     interlevel_loss_mult: float = 1.0
     """Weight of the proposal networks' interlevel loss."""
+    novel_view_interlevel: bool = True
+    """Train the proposal sampler on the novel-view rays too (the interlevel loss on every rendered batch), so the
+    unseen side is sampled where its density is, as the references' occupancy grids do for every direction."""
     seed: int = 0
     """Seed of the model's own random draws (backgrounds, light directions, shading choices)."""
 
@@ -174,9 +180,10 @@ class CoarseModel(Model):
         )
 
         def update_schedule(step: int) -> float:
-            if config.proposal_warmup <= 0:
+            warmup = step_at(config.proposal_warmup_end, self.run_steps)
+            if warmup <= 0:
                 return float(config.proposal_update_every)
-            ramp = step / config.proposal_warmup * config.proposal_update_every
+            ramp = step / warmup * config.proposal_update_every
             return float(min(max(ramp, 1.0), config.proposal_update_every))
 
         self.proposal_sampler = ProposalNetworkSampler(
@@ -194,6 +201,8 @@ class CoarseModel(Model):
             self.background_mlp = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 3), nn.Sigmoid())
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
+        self.run_steps = DEFAULT_RUN_STEPS
+        """Steps of the whole run (the pipeline sets it from --max-num-iterations): the schedules are fractions of it."""
         self.viewer_shading: Shading = "albedo"
         """Shading of renders outside training (the viewer switches it)."""
         self.eval_normals = True
@@ -215,7 +224,8 @@ class CoarseModel(Model):
 
         def before_step(step: int) -> None:
             self.step = step
-            fraction = min(max(step / max(config.proposal_weights_anneal_max_num_iters, 1), 0.0), 1.0)
+            anneal_steps = max(step_at(config.proposal_weights_anneal_end, self.run_steps), 1)
+            fraction = min(max(step / anneal_steps, 0.0), 1.0)
             slope = config.proposal_weights_anneal_slope
             self.proposal_sampler.set_anneal(slope * fraction / ((slope - 1.0) * fraction + 1.0))
 
@@ -224,6 +234,11 @@ class CoarseModel(Model):
             TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], self.proposal_sampler.step_cb,
                              update_every_num_iters=1),
         ]
+
+    @property
+    def shading_begun(self) -> bool:
+        """Whether the current step is past the albedo-only start of the run (`shading_start`)."""
+        return self.config.shading_start < 1.0 and self.step >= step_at(self.config.shading_start, self.run_steps)
 
     # -------------------------------------------------------------------------------------------------- rendering
     def _rand(self, *shape: int) -> Tensor:
@@ -244,7 +259,7 @@ class CoarseModel(Model):
             backgrounds = self._rand(count, 3)
         else:  # white, and white for novel views of a learned background too (the guidance sees plain views)
             backgrounds = torch.ones(count, 3, device=self.device)
-        if self.step < config.albedo_iters:
+        if not self.shading_begun:
             return ViewDraws(backgrounds)
         draw = torch.rand(count, generator=self.generator)
         codes = (draw >= config.albedo_ratio).long() + (draw >= config.albedo_ratio + config.textureless_ratio).long()
@@ -260,7 +275,7 @@ class CoarseModel(Model):
         ray_samples, weights_list, ray_samples_list = self.proposal_sampler(
             ray_bundle, density_fns=[network.density_fn for network in self.proposal_networks]
         )
-        need_normals = shading != "albedo" or (self.training and self.step >= self.config.albedo_iters
+        need_normals = shading != "albedo" or (self.training and self.shading_begun
                                                and self.config.orientation_loss_mult > 0)
         need_normals = need_normals or (not self.training and self.eval_normals)
         if need_normals:
@@ -326,7 +341,7 @@ class CoarseModel(Model):
         `shading` forces one shading on every view. Outside training: `shading` or the viewer's, on white (or the
         learned background) unless `draws` gives backgrounds. `image_size` (height, width) saves reading the
         size back from the cameras. Returns "rgb" as (B, 3, H, W) and "accumulation", "depth", ["normals",
-        "orientation"] as (B, H, W, C)."""
+        "orientation"] as (B, H, W, C), and in training the proposal sampler's "interlevel" loss on these rays."""
         count = len(cameras)
         height, width = image_size if image_size is not None else _common_size(cameras)
         if draws is None and self.training:
@@ -347,6 +362,8 @@ class CoarseModel(Model):
         views = {key: outputs[key].reshape(count, height, width, -1)
                  for key in ("rgb", "accumulation", "depth", "normals", "orientation") if key in outputs}
         views["rgb"] = views["rgb"].permute(0, 3, 1, 2)
+        if self.training and self.config.novel_view_interlevel and "weights_list" in outputs:
+            views["interlevel"] = interlevel_loss(outputs["weights_list"], outputs["ray_samples_list"])
         return views
 
     # ---------------------------------------------------------------------------------------------------- losses
@@ -376,9 +393,12 @@ class CoarseModel(Model):
         return losses
 
     def get_novel_view_loss_dict(self, views: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """Regularisers on the novel-view renders: opacity, orientation and 2D normal smoothness."""
+        """Regularisers on the novel-view renders: opacity, orientation, 2D normal smoothness, and the proposal
+        sampler's interlevel loss on their rays."""
         config = self.config
         losses = opacity_regularization(views["accumulation"], config)
+        if "interlevel" in views and config.interlevel_loss_mult > 0:
+            losses["novel_interlevel_loss"] = config.interlevel_loss_mult * views["interlevel"]
         if "normals" in views:
             if config.orientation_loss_mult > 0:
                 losses["novel_orientation_loss"] = config.orientation_loss_mult * views["orientation"].mean()

@@ -16,9 +16,10 @@ class RefineDataManagerConfig(SingleImageDataManagerConfig):
 
     _target: Type = field(default_factory=lambda: RefineDataManager)
     novel_views: NovelViewConfig = field(
-        default_factory=lambda: NovelViewConfig(resolution=128, initial_azimuth_half_width=180.0, widen_steps=0)
+        default_factory=lambda: NovelViewConfig(resolution=128, initial_azimuth_half_width=180.0, widen_end=0.0)
     )
-    """How novel cameras are drawn (the coarse stage already shaped every side: the full circle from the start)."""
+    """How novel cameras are drawn (the coarse stage already shaped every side: the full circle from the start; the
+    field of view and distance follow the prior's recipe)."""
     reference_size: int = 0
     """Side in pixels of the reference image fitted in this stage (0: the photo's own, the side of the preprocessed
     rgba.png, rather than the coarse stage's smaller one)."""

@@ -3,34 +3,50 @@ datamanager and the Gaussian model, with the data and the seeds taken from the c
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Any, Optional, Type
+from types import MappingProxyType
+from typing import Any, ClassVar, Dict, Mapping, Optional, Type, Union
 
 import torch
+import tyro
+from typing_extensions import Annotated
 
 from nerfstudio.utils.rich_utils import CONSOLE
 
+from single_image_nerf.guidance import recipes
+from single_image_nerf.guidance.base import GuidanceConfig
 from single_image_nerf.guidance.registry import AnyGuidanceConfig
-from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
 from single_image_nerf.pipeline import SingleImagePipeline, SingleImagePipelineConfig
 from single_image_nerf.refine.coarse_run import load_coarse_pipeline, read_coarse_config
 from single_image_nerf.refine.datamanager import RefineDataManagerConfig
 from single_image_nerf.refine.splat_model import RefineSplatModel, RefineSplatModelConfig
+from single_image_nerf.run_length import DEFAULT_REFINE_STEPS
 
 
-REFINE_T_RANGE = (0.02, 0.5)
-"""The refine stage's fixed timestep range (fractions of the training timesteps): where the coarse schedule ends,
-not where it starts (sources in docs/guidance.md, "Refine stage defaults and their sources")."""
-REFINE_GUIDANCE_SCALE = 6.0
-"""The refine stage's classifier-free guidance scale: Make-It-3D's refine stage (5 in its eps_cond + s (eps_cond -
-eps_uncond), 6 in our eps_uncond + s (eps_cond - eps_uncond))."""
+@dataclass
+class CoarsePriorConfig(GuidanceConfig):
+    """The coarse run's prior with the refine stage's recipe (`pipeline.guidance:coarse`, the refine default): a
+    zero123 coarse run refines with Zero123, a stable-diffusion one with Stable Diffusion and its prompt. Replaced by
+    that prior's config when the refine pipeline resolves its options."""
 
 
-def refine_guidance() -> StableDiffusionGuidanceConfig:
-    """Stable Diffusion guidance for the refine stage: small noise only and a low scale, so the prior sharpens the
-    seeded texture instead of repainting it."""
-    return StableDiffusionGuidanceConfig(t_range=REFINE_T_RANGE, t_range_end=REFINE_T_RANGE, anneal="none",
-                                         guidance_scale=REFINE_GUIDANCE_SCALE)
+def follow_coarse_prior(coarse_guidance: GuidanceConfig) -> GuidanceConfig:
+    """A copy of the coarse run's guidance config with its model, prompt and other own options, and every option a
+    recipe sets unset again, so that the refine stage's recipe fills them."""
+    guidance = copy.deepcopy(coarse_guidance)
+    recipe = recipes.recipe_for(guidance, "refine")
+    for name in recipe.guidance:
+        if hasattr(guidance, name):
+            setattr(guidance, name, None)
+    for part, values in recipe.parts.items():
+        for name in values:
+            setattr(getattr(guidance, part), name, None)
+    return guidance
+
+
+RefineGuidanceConfig = Union[Annotated[CoarsePriorConfig, tyro.conf.subcommand("coarse")], AnyGuidanceConfig]
+"""The refine stage's priors: the coarse run's (the default), or any prior by name."""
 
 
 @dataclass
@@ -42,9 +58,22 @@ class RefinePipelineConfig(SingleImagePipelineConfig):
     """The reference camera with its whole image, and novel cameras."""
     model: RefineSplatModelConfig = field(default_factory=RefineSplatModelConfig)
     """The Gaussians."""
-    guidance: AnyGuidanceConfig = field(default_factory=refine_guidance)
-    """The prior on novel views; by default Stable Diffusion with the refine stage's own schedule (t in [0.02, 0.5],
-    scale 6; the coarse stage anneals t from 0.98 at scale 100)."""
+    guidance: RefineGuidanceConfig = field(default_factory=CoarsePriorConfig)
+    """The prior on novel views: by default the coarse run's (coarse), with the refine stage's recipe (threestudio's
+    Magic123 refine stage: t in [0.2, 0.6], Stable Diffusion at scale 100 and weight 0.025, Zero123 at scale 5);
+    or any prior by name."""
+    run_steps: tyro.conf.Suppress[int] = DEFAULT_REFINE_STEPS
+    """Steps of the whole run, of which every schedule is a fraction: set from --max-num-iterations when training
+    starts."""
+
+    stage: ClassVar[str] = "refine"
+    recipe_options: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "novel_fov": "datamanager.novel_views.fov_range",
+        "novel_radius": "datamanager.novel_views.radius_range",
+        "background": "model.background_color",
+    })
+    """The refine stage takes the cameras and the background of its prior's recipe; its novel views are drawn at 128
+    px over the full circle from the start (RefineDataManagerConfig), and Gaussians are not shaded."""
 
     def experiment_name(self) -> Optional[str]:
         """Without --data, the coarse run's experiment name (so the refine run lands beside it); else None."""
@@ -52,13 +81,23 @@ class RefinePipelineConfig(SingleImagePipelineConfig):
             return read_coarse_config(self.model.coarse_config).experiment_name
         return None
 
-    def setup(self, **kwargs) -> Any:
-        """Without --data, take the data and its dataparser settings from the coarse run; fit the reference view at
-        the photo's own resolution (or the datamanager's reference_size); then build the pipeline."""
+    def resolve(self) -> Dict[str, Any]:
+        """Without --data, take the data and its dataparser settings from the coarse run; with the default prior
+        (coarse), take the coarse run's prior; then fill the options left unset from the refine recipe."""
+        coarse = None
         if self.datamanager.data is None:
             coarse = read_coarse_config(self.model.coarse_config)
             self.datamanager.data = coarse.pipeline.datamanager.data
             self.datamanager.dataparser = coarse.pipeline.datamanager.dataparser
+        if isinstance(self.guidance, CoarsePriorConfig):
+            coarse = coarse or read_coarse_config(self.model.coarse_config)
+            self.guidance = follow_coarse_prior(coarse.pipeline.guidance)
+        return super().resolve()
+
+    def setup(self, **kwargs) -> Any:
+        """Resolve (above); fit the reference view at the photo's own resolution (or the datamanager's
+        reference_size); then build the pipeline."""
+        self.resolve()
         from single_image_nerf.data.reference_image import photo_side
 
         dataparser = self.datamanager.dataparser

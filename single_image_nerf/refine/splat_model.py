@@ -30,6 +30,7 @@ from single_image_nerf.errors import UserInputError
 from single_image_nerf.models.losses import (SharedLossWeights, composite, opacity_regularization,
                                              reference_view_losses)
 from single_image_nerf.refine.rasterizer import rasterize
+from single_image_nerf.run_length import DEFAULT_REFINE_STEPS, step_at
 from single_image_nerf.refine.nerf_to_gaussians import (GaussianSeeds, PinholeView, reference_seeds_from_model,
                                                       seeds_from_model)
 
@@ -86,8 +87,21 @@ class RefineSplatModelConfig(SplatfactoModelConfig, SharedLossWeights):
     """Seed of the model's own random draws (seed positions, training backgrounds)."""
     rasterizer: Literal["auto", "gsplat", "torch"] = "auto"
     """Rasteriser: auto (gsplat's CUDA kernels on a GPU, the dense pure-torch path on a CPU), or force one."""
-    warmup_length: int = 100
-    """Steps before densification and pruning start."""
+    densify_start: float = 0.05
+    """Fraction of the run before densification and pruning start (read instead of splatfacto's warmup_length; 100 of
+    the stage's 2000 steps)."""
+    densify_end: float = 1.0
+    """Fraction of the run after which Gaussians are no longer split or cloned (read instead of splatfacto's
+    stop_split_at, whose 15000 outlasts the stage's 2000 steps: densification runs to the end)."""
+    screen_size_end: float = 1.0
+    """Fraction of the run after which the screen-size test of growth and pruning stops (read instead of
+    splatfacto's stop_screen_size_at, whose 4000 outlasts the stage)."""
+    sh_degree_every: float = 0.5
+    """Fraction of the run between the steps that raise the spherical-harmonics degree by one (read instead of
+    splatfacto's sh_degree_interval: 1000 of the stage's 2000 steps)."""
+    background_color: Optional[Literal["random", "black", "white"]] = None
+    """Background of training renders (None: the prior's recipe: white for Zero123-family priors, random colours
+    otherwise); renders outside training use white (black when set so)."""
     num_downscales: int = 0
     """Unused by the refine stage: renders are always at the reference and novel-view resolutions."""
     contextual_loss_mult: float = 1.0
@@ -233,7 +247,7 @@ class RefineSplatModel(SplatfactoModel):
             grow_scale2d=self.config.split_screen_size,
             prune_scale3d=self.config.cull_scale_thresh,
             prune_scale2d=self.config.cull_screen_size,
-            refine_scale2d_stop_iter=self.config.stop_screen_size_at,
+            refine_scale2d_stop_iter=self.config.stop_screen_size_at,  # set by `run_steps` below
             refine_start_iter=self.config.warmup_length,
             refine_stop_iter=self.config.stop_split_at,
             reset_every=self.config.reset_alpha_every * self.config.refine_every,
@@ -246,10 +260,25 @@ class RefineSplatModel(SplatfactoModel):
         self.register_buffer("reference_visible", torch.zeros(0, dtype=torch.bool))
         """(N,) True for the Gaussians that carry the photo's colours. During training it lives in the strategy's
         state, which gsplat's duplicate, split and remove carry to the children; the buffer is its checkpoint copy."""
+        self.run_steps = DEFAULT_REFINE_STEPS
         self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
         self.strategy_state["reference_visible"] = self.reference_visible
         object.__setattr__(self, "_contextual", None)  # frozen VGG, built on first use, never in a checkpoint
         object.__setattr__(self, "_contextual_reference", None)  # the reference RGBA on the device, copied once
+
+    @property
+    def run_steps(self) -> int:
+        """Steps of the whole run (the pipeline sets it from --max-num-iterations): densification and the
+        spherical-harmonics degree follow fractions of it."""
+        return self._run_steps
+
+    @run_steps.setter
+    def run_steps(self, steps: int) -> None:
+        object.__setattr__(self, "_run_steps", int(steps))
+        config, strategy = self.config, self.strategy
+        strategy.refine_start_iter = step_at(config.densify_start, steps)
+        strategy.refine_stop_iter = step_at(config.densify_end, steps)
+        strategy.refine_scale2d_stop_iter = step_at(config.screen_size_end, steps)
 
     # ------------------------------------------------------------------------------------------------- seeding
     @torch.no_grad()
@@ -372,7 +401,8 @@ class RefineSplatModel(SplatfactoModel):
             params = {name: value[keep] for name, value in params.items()}
         colors = torch.cat([params["features_dc"][:, None, :], params["features_rest"]], dim=1)
         if self.config.sh_degree > 0:
-            sh_degree: Optional[int] = min(self.step // self.config.sh_degree_interval, self.config.sh_degree)
+            interval = max(step_at(self.config.sh_degree_every, self.run_steps), 1)
+            sh_degree: Optional[int] = min(self.step // interval, self.config.sh_degree)
         else:
             colors, sh_degree = torch.sigmoid(colors[:, 0, :]), None
         width, height = size if size is not None else camera_image_size(cameras)

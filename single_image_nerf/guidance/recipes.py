@@ -1,0 +1,233 @@
+"""Each prior's recipe: the defaults a prior needs across the whole method (novel cameras, background, shading,
+render size) and inside its guidance (loss weight against the reference losses, guidance scale, t range and its
+annealing), as data, each value with the reference it follows.
+
+A recipe fills only the options left unset (None): a user's explicit option always wins. The pipeline applies the
+recipe of its prior when it is set up (`SingleImagePipelineConfig.resolve`), so the resolved values are printed at the
+start of training and written to config.yml; a guidance built on its own applies its own part (`apply`).
+
+Schedules are fractions of the run (`--max-num-iterations`). Loss weights are on our scale: the reference colour loss
+weighs 1000 (`rgb_loss_mult`), so a reference's `lambda_sds / lambda_rgb` is multiplied by 1000. docs/guidance.md
+shows every value beside its source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Dict, Mapping, Optional
+
+THREESTUDIO = "threestudio-project/threestudio@28d9d80"
+TS_ZERO123 = f"{THREESTUDIO} configs/zero123.yaml"
+TS_STABLE_ZERO123 = f"{THREESTUDIO} configs/stable-zero123.yaml"
+TS_MAGIC123_COARSE = f"{THREESTUDIO} configs/magic123-coarse-sd.yaml"
+TS_MAGIC123_REFINE = f"{THREESTUDIO} configs/magic123-refine-sd.yaml"
+TS_DREAMFUSION = f"{THREESTUDIO} configs/dreamfusion-sd.yaml"
+TS_PROLIFICDREAMER = f"{THREESTUDIO} configs/prolificdreamer.yaml"
+TS_SOLID_BACKGROUND = f"{THREESTUDIO} threestudio/models/background/solid_color_background.py"
+REALFUSION = "lukemelas/realfusion@3ec69d0"
+STABLE_DREAMFUSION = "ashawkey/stable-dreamfusion@5550b91 main.py"
+
+REFERENCE_CAMERA = "reference"
+"""A camera range fixed at the reference camera's value (its field of view or its distance)."""
+
+
+@dataclass(frozen=True)
+class Sourced:
+    """One default and the reference it follows; `deviation` says where and why ours differs from it."""
+
+    value: Any
+    source: str
+    deviation: str = ""
+
+
+def _frozen(values: Dict[str, Sourced]) -> Mapping[str, Sourced]:
+    return MappingProxyType(dict(values))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one prior sets, for one stage."""
+
+    name: str
+    """The recipe's name (the prior's subcommand, or stable-zero123)."""
+    settings: Mapping[str, Sourced]
+    """Method-wide settings by concept (novel_fov, novel_radius, initial_azimuth_half_width, widen_end,
+    novel_resolution, background, shading_start); each pipeline maps a concept to its own option."""
+    guidance: Mapping[str, Sourced]
+    """Fields of the guidance config (weight, guidance_scale, t_range, t_range_end, anneal, anneal_start, anneal_end)."""
+    parts: Mapping[str, Mapping[str, Sourced]] = field(default_factory=lambda: MappingProxyType({}))
+    """Fields of a joint prior's sub-configs, by the sub-config's field name (magic123: stable_diffusion, zero123)."""
+
+
+# ------------------------------------------------------------------------------------------------ settings
+_SD_CAMERAS = {
+    "novel_fov": Sourced((35.0, 45.0), f"{TS_DREAMFUSION} fovy_range [40, 70]",
+                         "a band of +-5 degrees around the reference camera's 40: a text prior has no camera input, "
+                         "and views framed like the photo keep the object's scale on screen near the photo's"),
+    "novel_radius": Sourced((2.2, 2.8), f"{TS_DREAMFUSION} camera_distance_range [1.5, 2.0]",
+                            "scaled to our reference distance 2.5 (+-12 %); threestudio's scene radius differs"),
+    "initial_azimuth_half_width": Sourced(45.0, f"{STABLE_DREAMFUSION} --progressive_view",
+                                          "a window of +-45 degrees around the photo's azimuth that widens to the "
+                                          "full circle (ours): the back is shaped after the sides agree with the photo"),
+    "widen_end": Sourced(0.2, f"{REALFUSION} nerf/trainer.py (albedo-only warm-up: 1000 of 5000 iterations)",
+                         "the window is full by a fifth of the run, when shading begins (stable-dreamfusion widens "
+                         "over its first 40 %)"),
+    "novel_resolution": Sourced(64, f"{TS_DREAMFUSION} random_camera height 64; {STABLE_DREAMFUSION} --h/--w 64"),
+    "background": Sourced("random", f"{REALFUSION} nerf/trainer.py (random background per pixel); "
+                                    f"{STABLE_DREAMFUSION} (random colour in image+text mode)"),
+    "shading_start": Sourced(0.2, f"{REALFUSION} nerf/trainer.py (albedo only for 1000 of 5000 iterations)"),
+}
+
+_ZERO123_CAMERAS = {
+    "novel_fov": Sourced(REFERENCE_CAMERA, f"{TS_ZERO123} fovy_range [20, 20] ('# Zero123 has fixed fovy', the "
+                                           "reference camera's default_fovy_deg)"),
+    "novel_radius": Sourced(REFERENCE_CAMERA, f"{TS_ZERO123} camera_distance_range [3.8, 3.8] (the reference "
+                                              "camera's default_camera_distance)"),
+    "initial_azimuth_half_width": Sourced(180.0, f"{TS_ZERO123} azimuth_range [-180, 180], progressive_until 0"),
+    "widen_end": Sourced(0.0, f"{TS_ZERO123} progressive_until 0 (the full circle from the first step)"),
+    "novel_resolution": Sourced(64, f"{TS_ZERO123} random_camera height [64, 128, 256] at steps [0, 200, 300]",
+                                "64 px throughout and one view a step (threestudio: 12, 4, 2): the CPU budget"),
+    "background": Sourced("white", f"{TS_SOLID_BACKGROUND} color (1, 1, 1); Zero123 was trained on white"),
+    "shading_start": Sourced(1.0, f"{TS_ZERO123} ambient_only_steps 100000 (beyond max_steps 600: albedo only)"),
+}
+
+_MAGIC123_CAMERAS = {
+    "novel_fov": Sourced(REFERENCE_CAMERA, f"{TS_MAGIC123_COARSE} fovy_range [40, 40] = default_fovy_deg 40"),
+    "novel_radius": Sourced(REFERENCE_CAMERA, f"{TS_MAGIC123_COARSE} camera_distance_range [2.5, 2.5] = "
+                                              "default_camera_distance 2.5"),
+    "initial_azimuth_half_width": Sourced(180.0, f"{TS_MAGIC123_COARSE} azimuth_range [-180, 180]"),
+    "widen_end": Sourced(0.0, f"{TS_MAGIC123_COARSE} (no progressive view)"),
+    "novel_resolution": Sourced(128, f"{TS_MAGIC123_COARSE} random_camera height 128"),
+    "background": Sourced("white", f"{TS_MAGIC123_COARSE} solid-color-background (white)"),
+    "shading_start": Sourced(1.0, f"{TS_MAGIC123_COARSE} material_type no-material (albedo only)"),
+}
+
+_ORACLE_SETTINGS = {
+    **_SD_CAMERAS,
+    "initial_azimuth_half_width": Sourced(180.0, "the oracle is exact at every camera: no curriculum needed"),
+    "widen_end": Sourced(0.0, "the oracle is exact at every camera: no curriculum needed"),
+    "background": Sourced("white", "OracleGuidanceConfig.background_color (1, 1, 1): the truth is composited on white"),
+    "shading_start": Sourced(1.0, "the oracle renders the known object's albedo"),
+}
+
+
+# ------------------------------------------------------------------------------------------------ guidance
+def _fixed_t(t_range, source: str) -> Dict[str, Sourced]:
+    """A fixed timestep range (no annealing)."""
+    return {"t_range": Sourced(t_range, source), "t_range_end": Sourced(t_range, source),
+            "anneal": Sourced("none", source), "anneal_start": Sourced(0.0, source), "anneal_end": Sourced(1.0, source)}
+
+
+_SD_GUIDANCE = {
+    "weight": Sourced(1.0, f"{STABLE_DREAMFUSION} (image+text: lambda_guidance 1 against rgb 1000)"),
+    "guidance_scale": Sourced(100.0, f"{TS_DREAMFUSION} guidance_scale 100; {REALFUSION} nerf/options.py 100"),
+    "t_range": Sourced((0.02, 0.98), f"{REALFUSION} sd/sd.py U(0.02, 0.98)"),
+    "t_range_end": Sourced((0.02, 0.5), f"{TS_PROLIFICDREAMER} max_step_percent 0.98 -> 0.5"),
+    "anneal": Sourced("linear", f"{TS_PROLIFICDREAMER} (a step at 5000 steps)",
+                      "linear (HiFA's gradual decrease) rather than a step"),
+    "anneal_start": Sourced(0.0, f"{TS_PROLIFICDREAMER}"),
+    "anneal_end": Sourced(1.0, f"{TS_PROLIFICDREAMER} (0.5 by the end of its first stage)",
+                          "over the whole run, so that a run of any length ends at t_max 0.5"),
+}
+
+_ZERO123_GUIDANCE = {
+    "weight": Sourced(0.2, f"{TS_ZERO123} lambda_sds 0.1 against lambda_rgb 500 (x 1000 / 500)"),
+    "guidance_scale": Sourced(3.0, f"{TS_ZERO123} guidance_scale 3.0"),
+    "t_range": Sourced((0.4, 0.85), f"{TS_ZERO123} min/max_step_percent [0, 0.4, 0.2, 200], [0, 0.85, 0.5, 200]"),
+    "t_range_end": Sourced((0.2, 0.5), f"{TS_ZERO123} min/max_step_percent [0, 0.4, 0.2, 200], [0, 0.85, 0.5, 200]"),
+    "anneal": Sourced("linear", f"{TS_ZERO123} ([start, from, to, end] interpolates linearly)"),
+    "anneal_start": Sourced(0.0, f"{TS_ZERO123} (from step 0)"),
+    "anneal_end": Sourced(1.0 / 3.0, f"{TS_ZERO123} (by step 200 of max_steps 600)"),
+}
+
+_STABLE_ZERO123_GUIDANCE = {
+    "weight": Sourced(0.1, f"{TS_STABLE_ZERO123} lambda_sds 0.1 against lambda_rgb [100, 500, 1000, 400]",
+                      "the ratio at lambda_rgb 1000 (from step 400 of 600), without the ramp"),
+    "guidance_scale": Sourced(3.0, f"{TS_STABLE_ZERO123} guidance_scale 3.0"),
+    "t_range": Sourced((0.7, 0.98), f"{TS_STABLE_ZERO123} min/max_step_percent [50, 0.7, 0.3, 200], "
+                                    "[50, 0.98, 0.8, 200]"),
+    "t_range_end": Sourced((0.3, 0.8), f"{TS_STABLE_ZERO123} min/max_step_percent [50, 0.7, 0.3, 200], "
+                                       "[50, 0.98, 0.8, 200]"),
+    "anneal": Sourced("linear", f"{TS_STABLE_ZERO123}"),
+    "anneal_start": Sourced(50.0 / 600.0, f"{TS_STABLE_ZERO123} (from step 50 of max_steps 600)"),
+    "anneal_end": Sourced(200.0 / 600.0, f"{TS_STABLE_ZERO123} (to step 200 of max_steps 600)"),
+}
+
+_MAGIC123_SD = {
+    "weight": Sourced(0.025, f"{TS_MAGIC123_COARSE} lambda_sd 0.025 against lambda_rgb 1000"),
+    "guidance_scale": Sourced(100.0, f"{TS_MAGIC123_COARSE} guidance.guidance_scale 100"),
+    **_fixed_t((0.2, 0.6), f"{TS_MAGIC123_COARSE} min/max_step_percent 0.2, 0.6"),
+}
+
+_MAGIC123_ZERO123 = {
+    "weight": Sourced(1.0, f"{TS_MAGIC123_COARSE} lambda_3d_sd 1 against lambda_rgb 1000"),
+    "guidance_scale": Sourced(5.0, f"{TS_MAGIC123_COARSE} guidance_3d.guidance_scale 5"),
+    **_fixed_t((0.2, 0.6), f"{TS_MAGIC123_COARSE} min/max_step_percent 0.2, 0.6"),
+}
+
+_MAGIC123_REFINE_SD = {
+    "weight": Sourced(0.025, f"{TS_MAGIC123_REFINE} lambda_sd 0.025 against lambda_rgb 1000"),
+    "guidance_scale": Sourced(100.0, f"{TS_MAGIC123_REFINE} guidance.guidance_scale 100"),
+    **_fixed_t((0.2, 0.6), f"{TS_MAGIC123_REFINE} min/max_step_percent 0.2, 0.6"),
+}
+
+_MAGIC123_REFINE_ZERO123 = {
+    "weight": Sourced(1.0, f"{TS_MAGIC123_REFINE} lambda_3d_sd 1 against lambda_rgb 1000"),
+    "guidance_scale": Sourced(5.0, f"{TS_MAGIC123_REFINE} guidance_3d.guidance_scale 5"),
+    **_fixed_t((0.2, 0.6), f"{TS_MAGIC123_REFINE} min/max_step_percent 0.2, 0.6"),
+}
+
+_JOINT = {"weight": Sourced(1.0, f"{TS_MAGIC123_COARSE} (each prior's own lambda against lambda_rgb 1000 = ours)")}
+_UNIT = {"weight": Sourced(1.0, "no prior of its own: the loss as it is")}
+
+COARSE_RECIPES: Mapping[str, Recipe] = MappingProxyType({
+    "none": Recipe("none", _frozen({**_SD_CAMERAS}), _frozen(_UNIT)),
+    "oracle": Recipe("oracle", _frozen(_ORACLE_SETTINGS), _frozen(_UNIT)),
+    "stable-diffusion": Recipe("stable-diffusion", _frozen(_SD_CAMERAS), _frozen(_SD_GUIDANCE)),
+    "zero123": Recipe("zero123", _frozen(_ZERO123_CAMERAS), _frozen(_ZERO123_GUIDANCE)),
+    "stable-zero123": Recipe("stable-zero123", _frozen({**_ZERO123_CAMERAS, **{
+        key: Sourced(value.value, value.source.replace(TS_ZERO123, TS_STABLE_ZERO123), value.deviation)
+        for key, value in _ZERO123_CAMERAS.items()}}), _frozen(_STABLE_ZERO123_GUIDANCE)),
+    "magic123": Recipe("magic123", _frozen(_MAGIC123_CAMERAS), _frozen(_JOINT),
+                       MappingProxyType({"stable_diffusion": _frozen(_MAGIC123_SD),
+                                         "zero123": _frozen(_MAGIC123_ZERO123)})),
+})
+"""The coarse stage's recipe of each prior."""
+
+REFINE_RECIPES: Mapping[str, Recipe] = MappingProxyType({
+    "none": COARSE_RECIPES["none"],
+    "oracle": COARSE_RECIPES["oracle"],
+    "stable-diffusion": Recipe("stable-diffusion", COARSE_RECIPES["stable-diffusion"].settings,
+                               _frozen(_MAGIC123_REFINE_SD)),
+    "zero123": Recipe("zero123", COARSE_RECIPES["zero123"].settings, _frozen(_MAGIC123_REFINE_ZERO123)),
+    "stable-zero123": Recipe("stable-zero123", COARSE_RECIPES["stable-zero123"].settings,
+                             _frozen(_MAGIC123_REFINE_ZERO123)),
+    "magic123": Recipe("magic123", COARSE_RECIPES["magic123"].settings, _frozen(_JOINT),
+                       MappingProxyType({"stable_diffusion": _frozen(_MAGIC123_REFINE_SD),
+                                         "zero123": _frozen(_MAGIC123_REFINE_ZERO123)})),
+})
+"""The refine stage's recipe of each prior: the coarse recipe's cameras and background, and the guidance of
+threestudio's Magic123 refine stage (each prior's part of it; Stable Diffusion at scale 100 and a small weight)."""
+
+
+def recipe_for(config, stage: str = "coarse") -> Recipe:
+    """The recipe of a guidance config (its `recipe_name()`) for `stage` ("coarse" or "refine")."""
+    recipes = REFINE_RECIPES if stage == "refine" else COARSE_RECIPES
+    return recipes[config.recipe_name()]
+
+
+def apply(config, recipe: Recipe, values: Optional[Mapping[str, Sourced]] = None) -> Dict[str, Any]:
+    """Fill the unset (None) fields of a guidance config from `recipe` (its `guidance` part, or `values`), and its
+    joint parts from `recipe.parts`; returns {field path: value} of what was filled."""
+    filled: Dict[str, Any] = {}
+    for name, sourced in (recipe.guidance if values is None else values).items():
+        if hasattr(config, name) and getattr(config, name) is None:
+            setattr(config, name, sourced.value)
+            filled[name] = sourced.value
+    if values is None:
+        for part, part_values in recipe.parts.items():
+            sub = getattr(config, part, None)
+            if sub is not None:
+                filled.update({f"{part}.{key}": value for key, value in apply(sub, recipe, part_values).items()})
+    return filled
