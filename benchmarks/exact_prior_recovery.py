@@ -91,7 +91,28 @@ def build_config(args: argparse.Namespace, data: Path, output_dir: Path, view, f
     config.steps_per_save = 10**9
     config.steps_per_eval_image = 10**9
     config.pipeline.guidance = prior_config(args, folders)
+    apply_overrides(config, args.set)
     return config
+
+
+def apply_overrides(config, assignments) -> None:
+    """Set `path.to.field=value` assignments on the trainer config (values read as Python literals, else strings):
+    the ablations of the default recipe."""
+    import ast
+
+    for assignment in assignments:
+        path, _, text = assignment.partition("=")
+        *parents, name = path.split(".")
+        target = config
+        for part in parents:
+            target = getattr(target, part)
+        if not hasattr(target, name):
+            raise SystemExit(f"--set {assignment}: {type(target).__name__} has no field {name!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        setattr(target, name, value)
 
 
 def record_azimuths(datamanager) -> list:
@@ -157,6 +178,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="bank cache folder")
     parser.add_argument("--num-views", type=int, default=8, help="held-out azimuths")
     parser.add_argument("--eval-resolution", type=int, default=None, help="held-out render side (default: --size)")
+    parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                        help="override a config field, e.g. pipeline.model.background=white (repeatable)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
@@ -210,6 +233,7 @@ def main() -> None:
     reached = [v["azimuth_offset"] for v in held_out if abs(v["azimuth_offset"]) <= widest]
     summary = report["summary"]
     label = f"{args.prior}" + (f" (SD scale {args.sd_guidance_scale:g})" if args.sd_guidance_scale is not None else "")
+    label += "".join(f", {assignment}" for assignment in args.set)
     print(f"{args.object}, {label}, {args.setting} setting: {args.steps} steps in {seconds:.0f} s "
           f"({1000 * seconds / args.steps:.0f} ms/step; bank {bank_seconds:.0f} s), novel views {novel.resolution} px, "
           f"widest novel azimuth {widest:.1f} deg")
