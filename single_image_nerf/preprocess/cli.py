@@ -1,4 +1,5 @@
-"""Command line of preprocessing: `sin-preprocess PHOTO --output data/NAME` (also data_scripts/preprocess_image.py).
+"""Command line of preprocessing: `sin-preprocess PHOTO --output data/NAME` (also data_scripts/preprocess_image.py),
+or several photos of one object: `sin-preprocess front.jpg back.jpg --azimuths 0 180 --output data/NAME`.
 
 Errors a user can fix (a bad photo, missing weights, an existing folder) print one line and exit with status 2.
 """
@@ -23,9 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sin-preprocess",
         description="Turn a photo of one object into the folder `ns-train single-image-nerf --data` reads: "
-        "rgba.png (object recentred, alpha = foreground), depth.npy (+ preview), caption.txt and meta.json.",
+        "rgba.png (object recentred, alpha = foreground), depth.npy (+ preview), caption.txt and meta.json. "
+        "Several photos of the object (with --azimuths) become extra reference views in views/1, views/2, ...",
     )
-    parser.add_argument("photo", help="the photo (JPEG, PNG, WebP, TIFF, GIF, ...)")
+    parser.add_argument("photos", nargs="+", metavar="photo",
+                        help="the photo (JPEG, PNG, WebP, TIFF, GIF, ...); several photos of one object: the first is "
+                        "the main reference, and --azimuths says where each was taken")
     parser.add_argument("--output", "-o", required=True, help="output folder, e.g. data/NAME")
     parser.add_argument("--size", type=int, default=512, help="side of the square output in pixels (default 512)")
     parser.add_argument(
@@ -35,7 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--elevation", type=float, default=0.0,
         help="elevation of the photo's camera in degrees above the object's horizontal plane, written to meta.json "
-        "for the reference camera and the Zero123 priors (default 0: taken level)",
+        "for the reference camera and the Zero123 priors (default 0: taken level); with several photos, of every photo",
+    )
+    parser.add_argument(
+        "--azimuths", type=float, nargs="+", metavar="DEG", default=None,
+        help="several photos: each camera's azimuth in degrees, one per photo in order, measured from the first "
+        "photo's camera counter-clockwise seen from above (the camera moving round a still object); taken relative "
+        "to the first value, so 90 270 means 0 180. Take the photos from the same distance and zoom, aimed at the "
+        "object's centre, uncropped",
+    )
+    parser.add_argument(
+        "--elevations", type=float, nargs="+", metavar="DEG", default=None,
+        help="several photos: each camera's elevation in degrees, one per photo (default: --elevation for all)",
     )
     parser.add_argument(
         "--mask-from", choices=("auto", "alpha", "sam", "grabcut"), default="auto",
@@ -107,6 +122,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             size=args.size,
             border=args.border,
             elevation=args.elevation,
+            azimuths=tuple(args.azimuths) if args.azimuths is not None else None,
+            elevations=tuple(args.elevations) if args.elevations is not None else None,
             mask_from=args.mask_from,
             sam_model=args.sam_model,
             sam_checkpoint=args.sam_checkpoint,
@@ -123,7 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             overwrite=args.overwrite,
             progress=not args.quiet,
         )
-        result = preprocess_image(args.photo, args.output, options)
+        result = preprocess_image(args.photos[0] if len(args.photos) == 1 else args.photos, args.output, options)
     except PreprocessError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -131,5 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{parser.prog}: interrupted; nothing was written", file=sys.stderr)
         return 130
     timings = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.meta["timings_s"].items())
-    print(f"wrote {result.output_dir} ({', '.join(result.meta['files'])}; {timings})")
+    views = result.meta.get("views")
+    extra = f"; {len(views) - 1} more view{'s' if len(views) > 2 else ''} in views/" if views else ""
+    print(f"wrote {result.output_dir} ({', '.join(result.meta['files'])}{extra}; {timings})")
     return 0

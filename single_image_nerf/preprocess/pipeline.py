@@ -1,4 +1,4 @@
-"""`preprocess_image`: a photo in, the folder the coarse stage reads out.
+"""`preprocess_image`: a photo (or several photos of one object) in, the folder the coarse stage reads out.
 
 Folder contents (the contract with `SingleImageDataParser`):
   rgba.png           size×size RGBA uint8, the object centred with a border; alpha is the cleaned mask
@@ -6,6 +6,9 @@ Folder contents (the contract with `SingleImageDataParser`):
   depth_preview.png  a picture of depth.npy
   caption.txt        one line (absent with caption=False and no caption_text)
   meta.json          input, options, crop box, models, package versions, timings; "depth_convention"
+Several photos (with `azimuths`): the main view's files as above, each extra view's rgba.png, depth.npy,
+depth_preview.png and meta.json in views/INDEX/, every view listed in the top meta.json's "views" (see `views`), all
+cut alike by `recentre.common_square_crops` so that they share one scale and one rotation axis.
 The folder is written beside its destination and moved into place at the end: a failed run leaves nothing behind.
 """
 
@@ -20,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -31,7 +34,9 @@ from single_image_nerf.preprocess.errors import PreprocessError
 from single_image_nerf.pretrained import DEFAULT_SAM_MODEL
 from single_image_nerf.preprocess.image_io import DEFAULT_MAX_SIDE, LoadedImage, load_image
 from single_image_nerf.preprocess.masking import ALPHA_THRESHOLD, Box, clean_alpha, clean_mask, grabcut_mask
-from single_image_nerf.preprocess.recentre import SquareCrop, mask_bbox, recentre
+from single_image_nerf.preprocess.recentre import SquareCrop, apply_crop, common_square_crops, mask_bbox, square_crop
+from single_image_nerf.preprocess.views import (VIEWS_KEY, check_alpha_kinds, check_mask_heights, mask_heights,
+                                                relative_azimuths, view_elevations, view_folder)
 
 MASK_SOURCES = ("auto", "alpha", "sam", "grabcut")
 """auto: the image's alpha when it has transparency, SAM otherwise."""
@@ -76,6 +81,10 @@ class PreprocessOptions:
     elevation: float = 0.0
     """Elevation of the photo's camera in degrees above the object's horizontal plane, written to meta.json as
     `elevation_deg` for the reference camera (and the Zero123 priors' polar angle, 90 - elevation)."""
+    azimuths: Optional[Tuple[float, ...]] = None
+    """Azimuth of each photo's camera in degrees (several photos), relative to the first photo's; None for one photo."""
+    elevations: Optional[Tuple[float, ...]] = None
+    """Elevation of each photo's camera in degrees (several photos); None: `elevation` for every photo."""
     max_side: int = DEFAULT_MAX_SIDE
     """Photos larger than this on their longest side are downscaled on load."""
     overwrite: bool = False
@@ -93,34 +102,79 @@ class PreprocessResult:
 
 
 def preprocess_image(
-    image_path: Union[str, Path], output_dir: Union[str, Path], options: Optional[PreprocessOptions] = None, **overrides: Any
+    image_path: Union[str, Path, Sequence[Union[str, Path]]],
+    output_dir: Union[str, Path],
+    options: Optional[PreprocessOptions] = None,
+    **overrides: Any,
 ) -> PreprocessResult:
-    """Turns a photo into the folder the coarse stage reads; options as a `PreprocessOptions` and/or keywords."""
+    """Turns a photo, or several photos of one object (with `azimuths`), into the folder the coarse stage reads;
+    options as a `PreprocessOptions` and/or keywords."""
     opts = replace(options or PreprocessOptions(), **overrides)
     _check_options(opts)
+    photos = [image_path] if isinstance(image_path, (str, Path)) else list(image_path)
+    names = [str(photo) for photo in photos]
+    azimuths = relative_azimuths(names, opts.azimuths)
+    elevations = view_elevations(len(photos), opts.elevation, opts.elevations)
+    if len(photos) > 1 and (opts.box is not None or opts.points):
+        raise PreprocessError("--box and --points name pixels of one photo: with several photos leave them out "
+                              "(SAM's own prompt, or --mask-from grabcut), or give cut-outs with alpha")
     output_dir = Path(output_dir)
     _check_output(output_dir, opts.overwrite)
     timings: Dict[str, float] = {}
+    models: Dict[str, Any] = {}  # each model is loaded once for all the photos
     with _Steps(_step_names(opts), opts.progress, timings) as steps:
         with steps.step("load photo"):
-            image = load_image(image_path, max_side=opts.max_side)
-        runs_model = _mask_source(opts, image) == "sam" or opts.depth or _runs_caption(opts)
+            images = [load_image(photo, max_side=opts.max_side) for photo in photos]
+        if len(images) > 1 and opts.mask_from in ("auto", "alpha"):
+            check_alpha_kinds(names, [image.alpha is not None for image in images])
+        source = _mask_source(opts, images[0])
+        runs_model = source == "sam" or opts.depth or _runs_caption(opts)
         device = _device(opts) if runs_model else None
-        with steps.step(f"mask ({_mask_source(opts, image)})"):
-            alpha, mask_info = _foreground(image, opts, device)
-        rgba, crop = recentre(image.rgb, alpha, opts.border, opts.size)
-        depth = depth_info = None
+        with steps.step(f"mask ({source})"):
+            masks = [_foreground(image, opts, device, models) for image in images]
+        models.clear()
+        crops = _crops(images, [alpha for alpha, _ in masks], names, opts)
+        rgbas = [apply_crop(image.rgb, alpha, crop) for image, (alpha, _), crop in zip(images, masks, crops)]
+        depths: List[Tuple[Optional[np.ndarray], Optional[Dict[str, Any]]]] = [(None, None)] * len(images)
         if opts.depth:
             with steps.step("depth (DPT)"):
-                depth, depth_info = _depth(image, crop, rgba[..., 3], opts, device)
+                depths = [_depth(image, crop, rgba[..., 3], opts, device, models)
+                          for image, crop, rgba in zip(images, crops, rgbas)]
+            models.clear()
         caption, caption_info = opts.caption_text, {"caption_source": "user" if opts.caption_text else "none"}
         if _runs_caption(opts):
             with steps.step("caption"):
-                caption, caption_info = _caption(rgba, opts, device)
-        meta = _meta(image, opts, crop, mask_info, depth_info, caption, caption_info, device, timings)
+                caption, caption_info = _caption(rgbas[0], opts, device)
+        metas = [
+            _meta(image, opts, crop, mask_info, depth_info, elevation, caption if index == 0 else None,
+                  caption_info if index == 0 else {"caption_source": "none"}, device, timings)
+            for index, (image, crop, (_, mask_info), (_, depth_info), elevation)
+            in enumerate(zip(images, crops, masks, depths, elevations))
+        ]
+        if len(images) > 1:
+            for meta, azimuth in zip(metas, azimuths):
+                meta["azimuth_deg"] = azimuth
+            metas[0][VIEWS_KEY] = [
+                {"folder": view_folder(index), "azimuth_deg": azimuth, "elevation_deg": elevation, "photo": str(photo)}
+                for index, (azimuth, elevation, photo) in enumerate(zip(azimuths, elevations, photos))
+            ]
         with steps.step("write"):
-            _write(output_dir, rgba, depth, caption, meta, opts.overwrite)
-    return PreprocessResult(output_dir=output_dir, meta=meta)
+            _write(output_dir, [(view_folder(index), rgba, depth, meta)
+                                for index, (rgba, (depth, _), meta) in enumerate(zip(rgbas, depths, metas))],
+                   caption, opts.overwrite)
+    return PreprocessResult(output_dir=output_dir, meta=metas[0])
+
+
+def _crops(images: List[LoadedImage], alphas: List[np.ndarray], names: List[str], opts: PreprocessOptions
+           ) -> List[SquareCrop]:
+    """The square of each photo: one photo is cut around its mask; several photos are cut alike (one scale, the
+    rotation axis at each photo's centre), after checking that their masks' heights agree."""
+    bboxes = [mask_bbox(alpha > 0) for alpha in alphas]
+    if len(images) == 1:
+        return [square_crop(bboxes[0], opts.border, opts.size)]
+    shapes = [image.rgb.shape[:2] for image in images]
+    check_mask_heights(names, mask_heights(bboxes, shapes))
+    return common_square_crops(bboxes, shapes, opts.border, opts.size)
 
 
 def _check_options(opts: PreprocessOptions) -> None:
@@ -190,7 +244,9 @@ def _mask_source(opts: PreprocessOptions, image: LoadedImage) -> str:
     return opts.mask_from
 
 
-def _foreground(image: LoadedImage, opts: PreprocessOptions, device: Any) -> Tuple[np.ndarray, Dict[str, Any]]:
+def _foreground(
+    image: LoadedImage, opts: PreprocessOptions, device: Any, models: Dict[str, Any]
+) -> Tuple[np.ndarray, Dict[str, Any]]:
     """H×W uint8 alpha of the cleaned foreground at the working resolution, and what made it."""
     source = _mask_source(opts, image)
     box = tuple(v * image.scale for v in opts.box) if opts.box is not None else None
@@ -207,9 +263,9 @@ def _foreground(image: LoadedImage, opts: PreprocessOptions, device: Any) -> Tup
         from single_image_nerf.preprocess.sam import find_sam_checkpoint, load_sam, sam_mask
 
         checkpoint = find_sam_checkpoint(opts.sam_model, opts.sam_checkpoint)
-        model = load_sam(opts.sam_model, checkpoint, device)
-        raw, sam_info = sam_mask(image.rgb, model, box, points, opts.point_labels)
-        del model
+        if "sam" not in models:
+            models["sam"] = load_sam(opts.sam_model, checkpoint, device)
+        raw, sam_info = sam_mask(image.rgb, models["sam"], box, points, opts.point_labels)
         soft = None
         info.update(model=opts.sam_model, checkpoint=str(checkpoint), **sam_info)
     else:
@@ -229,14 +285,15 @@ def _foreground(image: LoadedImage, opts: PreprocessOptions, device: Any) -> Tup
 
 
 def _depth(
-    image: LoadedImage, crop: SquareCrop, alpha: np.ndarray, opts: PreprocessOptions, device: Any
+    image: LoadedImage, crop: SquareCrop, alpha: np.ndarray, opts: PreprocessOptions, device: Any,
+    models: Dict[str, Any],
 ) -> Tuple[np.ndarray, Dict[str, Any]]:
     """Foreground depth on the output square (0 outside alpha >= 128) and its description for meta.json."""
     from single_image_nerf.preprocess.depth import estimate_depth, load_depth_model
 
-    model, processor = load_depth_model(opts.depth_model, device)
-    full = estimate_depth(image.rgb, model, processor)
-    del model
+    if "depth" not in models:
+        models["depth"] = load_depth_model(opts.depth_model, device)
+    full = estimate_depth(image.rgb, *models["depth"])
     mask = alpha >= ALPHA_THRESHOLD
     depth = np.where(mask, crop.apply(full, upscale="linear"), 0.0).astype(np.float32)
     values = depth[mask]
@@ -266,6 +323,7 @@ def _meta(
     crop: SquareCrop,
     mask_info: Dict[str, Any],
     depth_info: Optional[Dict[str, Any]],
+    elevation: float,
     caption: Optional[str],
     caption_info: Dict[str, Any],
     device: Any,
@@ -286,7 +344,7 @@ def _meta(
         },
         "size": opts.size,
         "border": opts.border,
-        "elevation_deg": opts.elevation,
+        "elevation_deg": elevation,
         "crop_box": [round(v, 3) for v in crop.box_in_original(image.scale)],
         "crop_box_note": "x0 y0 x1 y1 in pixels of the upright full-resolution photo; may reach past its edges",
         "mask": mask_info,
@@ -303,7 +361,8 @@ def _meta(
         "versions": _versions(),
         "files": files,
         "timings_s": timings,
-        "options": {k: v for k, v in asdict(opts).items() if k not in ("progress",)},
+        "options": {k: v for k, v in asdict(opts).items()
+                    if k != "progress" and not (k in ("azimuths", "elevations") and v is None)},
     }
     return meta
 
@@ -326,21 +385,29 @@ def _versions() -> Dict[str, Optional[str]]:
 
 
 def _write(
-    output_dir: Path, rgba: np.ndarray, depth: Optional[np.ndarray], caption: Optional[str], meta: Dict[str, Any], overwrite: bool
+    output_dir: Path,
+    views: List[Tuple[str, np.ndarray, Optional[np.ndarray], Dict[str, Any]]],
+    caption: Optional[str],
+    overwrite: bool,
 ) -> None:
-    """Writes the folder beside its destination, then moves it into place (replacing the old one if allowed)."""
+    """Writes the folder beside its destination, then moves it into place (replacing the old one if allowed).
+    `views` are (folder relative to the output, rgba, depth, meta), the main view first with folder '.'."""
     from single_image_nerf.preprocess.depth import depth_preview
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
-        Image.fromarray(rgba, mode="RGBA").save(staging / "rgba.png")
-        if depth is not None:
-            np.save(staging / "depth.npy", depth)
-            Image.fromarray(depth_preview(depth, rgba[..., 3] >= ALPHA_THRESHOLD)).save(staging / "depth_preview.png")
-        if caption:
-            (staging / "caption.txt").write_text(caption.strip().replace("\n", " ") + "\n", encoding="utf-8")
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n", encoding="utf-8")
+        for folder, rgba, depth, meta in reversed(views):  # the main view's meta.json last
+            target = staging / folder
+            target.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rgba, mode="RGBA").save(target / "rgba.png")
+            if depth is not None:
+                np.save(target / "depth.npy", depth)
+                Image.fromarray(depth_preview(depth, rgba[..., 3] >= ALPHA_THRESHOLD)).save(target / "depth_preview.png")
+            if caption and folder == ".":
+                (target / "caption.txt").write_text(caption.strip().replace("\n", " ") + "\n", encoding="utf-8")
+            (target / "meta.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n",
+                                              encoding="utf-8")
         _check_output(output_dir, overwrite)
         if output_dir.exists():  # the old folder is set aside, not deleted, until the new one is in place
             old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old.", dir=output_dir.parent))

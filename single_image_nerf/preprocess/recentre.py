@@ -3,13 +3,19 @@
 `border` is the fraction of the output side left empty on each side of the object's longer side: with border 0.15
 the object's longer side spans 70% of the square, centred. The same `SquareCrop` is applied to the colour, the
 alpha and the depth, so they stay aligned pixel for pixel.
+
+Several photos of one object (`common_square_crops`) are cut alike instead: each view's square is centred on its
+photo's centre and is the same fraction of its photo's longer side, the smallest that leaves `border` empty around
+every view's object. Under the orbit camera (it looks at the object's centre, from the same distance with the same
+zoom in every photo) this keeps one scale and one rotation axis, at the square's centre, in every view; cutting each
+photo around its own mask would change the object's size with its width and move the axis sideways between views.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -70,10 +76,7 @@ def mask_bbox(mask: np.ndarray) -> Tuple[int, int, int, int]:
 
 def square_crop(bbox: Tuple[int, int, int, int], border: float, size: int) -> SquareCrop:
     """The square window centred on `bbox` whose side leaves `border` of it empty on each side of the longer side."""
-    if not 0.0 <= border < 0.5:
-        raise PreprocessError(f"border {border} is outside [0, 0.5); give a fraction such as 0.15")
-    if size < 1:
-        raise PreprocessError(f"output size {size} must be a positive number of pixels, such as 512")
+    _check_border_size(border, size)
     x0, y0, x1, y1 = bbox
     longest = max(x1 - x0, y1 - y0, 1)
     side = max(1, math.ceil(longest / (1.0 - 2.0 * border)))
@@ -82,13 +85,43 @@ def square_crop(bbox: Tuple[int, int, int, int], border: float, size: int) -> Sq
     return SquareCrop(x0=left, y0=top, side=side, size=size)
 
 
+def _check_border_size(border: float, size: int) -> None:
+    if not 0.0 <= border < 0.5:
+        raise PreprocessError(f"border {border} is outside [0, 0.5); give a fraction such as 0.15")
+    if size < 1:
+        raise PreprocessError(f"output size {size} must be a positive number of pixels, such as 512")
+
+
+def common_square_crops(
+    bboxes: Sequence[Tuple[int, int, int, int]], shapes: Sequence[Tuple[int, int]], border: float, size: int
+) -> List[SquareCrop]:
+    """One square per view: centred on its photo's centre, the same fraction of every photo's longer side, the
+    smallest that leaves `border` of its side empty around each view's object box. `shapes` are (height, width)."""
+    _check_border_size(border, size)
+    fraction = 0.0
+    for (x0, y0, x1, y1), (height, width) in zip(bboxes, shapes):
+        reach = max(width / 2.0 - x0, x1 - width / 2.0, height / 2.0 - y0, y1 - height / 2.0, 0.5)
+        fraction = max(fraction, 2.0 * reach / ((1.0 - 2.0 * border) * max(height, width)))
+    crops = []
+    for height, width in shapes:
+        side = max(1, math.ceil(fraction * max(height, width) - 1e-9))
+        left, top = int(math.floor((width - side) / 2.0 + 0.5)), int(math.floor((height - side) / 2.0 + 0.5))
+        crops.append(SquareCrop(x0=left, y0=top, side=side, size=size))
+    return crops
+
+
 def recentre(rgb: np.ndarray, alpha: np.ndarray, border: float, size: int) -> Tuple[np.ndarray, SquareCrop]:
-    """size×size×4 uint8 RGBA of the object centred with `border`, from H×W×3 colour and H×W uint8 alpha.
+    """size×size×4 uint8 RGBA of the object centred with `border`, from H×W×3 colour and H×W uint8 alpha."""
+    crop = square_crop(mask_bbox(alpha > 0), border, size)
+    return apply_crop(rgb, alpha, crop), crop
+
+
+def apply_crop(rgb: np.ndarray, alpha: np.ndarray, crop: SquareCrop) -> np.ndarray:
+    """size×size×4 uint8 RGBA of `crop` cut from H×W×3 colour and H×W uint8 alpha.
 
     Colour is resampled premultiplied by alpha, so edge pixels keep the object's colour instead of picking up the
     photo's background (no dark or coloured fringes); fully transparent pixels come out black.
     """
-    crop = square_crop(mask_bbox(alpha > 0), border, size)
     weight = alpha.astype(np.uint16)[..., None]
     premultiplied = np.dstack([rgb.astype(np.uint16) * weight, weight * 257])  # 16 bits: exact up to 255·255
     resampled = crop.apply(premultiplied, upscale="linear").astype(np.float32)
@@ -96,4 +129,4 @@ def recentre(rgb: np.ndarray, alpha: np.ndarray, border: float, size: int) -> Tu
     opacity = np.clip(np.round(coverage[..., 0]), 0, 255).astype(np.uint8)
     colour = resampled[..., :3] / np.maximum(coverage, 1e-3)
     colour = np.where(opacity[..., None] > 0, np.clip(np.round(colour), 0, 255), 0).astype(np.uint8)
-    return np.dstack([colour, opacity]), crop
+    return np.dstack([colour, opacity])
