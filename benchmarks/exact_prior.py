@@ -108,6 +108,7 @@ class BankSpec:
 
     @property
     def size(self) -> int:
+        """Number of renders."""
         return round(360.0 / self.azimuth_step) * len(self.elevations) * len(self.radii) * len(self.fovs)
 
 
@@ -305,17 +306,25 @@ class ExactPriorOptions:
     fov_range: Tuple[float, float]
     """The novel cameras' fields of view (Stable Diffusion's bank spans them)."""
     zero123_azimuth_step: float = 5.0
+    """Degrees between the Zero123 bank's azimuths (the nearest render is within 2.5 degrees)."""
     zero123_elevation_step: float = 5.0
+    """Degrees between the Zero123 bank's elevations (it reaches half a step beyond the novel range)."""
     zero123_radius_step: float = 0.2
+    """Largest gap between the Zero123 bank's distances across the novel range."""
     sd_azimuth_step: float = 10.0
+    """Degrees between the Stable Diffusion bank's azimuths."""
     sd_elevation_step: float = 10.0
+    """Largest gap between the Stable Diffusion bank's elevations across the novel range."""
     sd_radius_levels: int = 3
+    """Distances in the Stable Diffusion bank, spanning the novel range."""
     sd_fov_levels: int = 3
+    """Fields of view in the Stable Diffusion bank, spanning the novel range."""
     sigma_degrees: float = 2.5
     """Zero123's kernel width in the angle between camera directions (half its bank's azimuth step)."""
     sigma_radius: float = 0.1
     """Zero123's kernel width in camera distance (half its bank's radius step)."""
     cache_dir: Optional[Path] = None
+    """Where banks are kept (None: `default_cache_dir()`)."""
 
 
 def _levels(low: float, high: float, count: int) -> Tuple[float, ...]:
