@@ -369,6 +369,10 @@ def check_data(data: Path) -> None:
             raise UserInputError(f"{folder / 'meta.json'}: depth_convention must be 'disparity' or 'depth', not "
                                  f"{convention!r}; rerun sin-preprocess")
     read_caption(folder / "caption.txt")
+    from single_image_nerf.data.reference_views import view_entries
+
+    for entry in (view_entries(folder) or [])[1:]:  # a folder of several photos: every extra view, the same rules
+        check_data(entry.folder)
 
 
 def reference_elevation(data: Path, override: Optional[float]) -> float:

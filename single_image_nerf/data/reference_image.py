@@ -197,6 +197,15 @@ def read_reference(path: Path, size: int, border: float, recenter: bool) -> Refe
     else:
         height, width = rgba.shape[:2]
         centre_row, centre_col, side = height / 2.0, width / 2.0, float(max(height, width))
+    out, depth = resample_view(rgba, depth, (centre_row, centre_col), side, size)
+    return ReferenceView(rgba=out, depth=depth, caption=caption, data_dir=data_dir)
+
+
+def resample_view(
+    rgba: np.ndarray, depth: Optional[np.ndarray], centre: Tuple[float, float], side: float, size: int
+) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The square of `side` pixels centred at `centre` (row, col) of an RGBA image and its depth, at `size` pixels."""
+    centre_row, centre_col = centre
     # Resample premultiplied colour so that transparent pixels do not darken the object's edges.
     premultiplied = np.concatenate([rgba[..., :3] * rgba[..., 3:], rgba[..., 3:]], axis=-1)
     out = np.clip(crop_square(premultiplied, (centre_row, centre_col), side, size), 0.0, 1.0)
@@ -207,4 +216,4 @@ def read_reference(path: Path, size: int, border: float, recenter: bool) -> Refe
         weight = crop_square(valid.astype(np.float32), (centre_row, centre_col), side, size)
         summed = crop_square(np.where(valid, depth, 0.0), (centre_row, centre_col), side, size)
         depth = np.where(weight > 0.5, summed / np.maximum(weight, 1e-6), np.nan).astype(np.float32)
-    return ReferenceView(rgba=out.astype(np.float32), depth=depth, caption=caption, data_dir=data_dir)
+    return out.astype(np.float32), depth

@@ -14,6 +14,7 @@ from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
 from single_image_nerf.data.camera_sampling import orbit_cameras
 from single_image_nerf.data.reference_image import read_reference
+from single_image_nerf.data.reference_views import read_reference_views, view_entries
 from single_image_nerf.errors import UserInputError
 from single_image_nerf.inputs import check_data, reference_elevation  # noqa: F401  (reference_elevation: re-exported)
 
@@ -73,16 +74,12 @@ class SingleImageDataParser(DataParser):
         config.validate()
         check_data(Path(config.data))  # every file of the data, one line for each problem (docs/inputs.md)
         view = read_reference(Path(config.data), config.image_size, config.border, config.recenter)
+        entries = view_entries(Path(config.data))  # several photos: every view cut alike (data/reference_views.py)
+        views = read_reference_views(entries, config.image_size, config.border, config.recenter) if entries else []
+        if views:
+            view.rgba, view.depth = views[0].rgba, views[0].depth
         size = view.rgba.shape[0]
-        cameras = orbit_cameras(
-            azimuth=torch.tensor([config.reference_azimuth]),
-            elevation=torch.tensor([reference_elevation(Path(config.data), config.reference_elevation)]),
-            radius=torch.tensor([config.reference_radius]),
-            fov=torch.tensor([config.reference_fov]),
-            width=size,
-            height=size,
-            reference_azimuth=config.reference_azimuth,
-        )
+        cameras = self._camera(0.0, reference_elevation(Path(config.data), config.reference_elevation), size)
         bound = config.scene_bound
         metadata = {
             "rgba": view.rgba,
@@ -90,12 +87,35 @@ class SingleImageDataParser(DataParser):
             "caption": view.caption,
             "data_dir": view.data_dir,
         }
+        if views:  # main first; absent for one photo
+            elevations = [reference_elevation(Path(config.data), config.reference_elevation)] + [
+                reference_elevation(v.entry.folder, None) for v in views[1:]]
+            metadata["reference_views"] = [
+                {"rgba": v.rgba, "depth": None if v.depth is None else torch.from_numpy(v.depth),
+                 "camera": cameras if index == 0 else self._camera(v.entry.azimuth, elevation, size),
+                 "azimuth": config.reference_azimuth + v.entry.azimuth, "elevation": elevation,
+                 "folder": v.entry.folder}
+                for index, (v, elevation) in enumerate(zip(views, elevations))
+            ]
         return DataparserOutputs(
             image_filenames=[Path(config.data)],
             cameras=cameras,
             alpha_color=None,
             scene_box=SceneBox(aabb=torch.tensor([[-bound] * 3, [bound] * 3], dtype=torch.float32)),
             metadata=metadata,
+        )
+
+    def _camera(self, azimuth: float, elevation: float, size: int):
+        """The orbit camera `azimuth` degrees from the reference azimuth, at `elevation`."""
+        config = self.config
+        return orbit_cameras(
+            azimuth=torch.tensor([config.reference_azimuth + azimuth]),
+            elevation=torch.tensor([elevation]),
+            radius=torch.tensor([config.reference_radius]),
+            fov=torch.tensor([config.reference_fov]),
+            width=size,
+            height=size,
+            reference_azimuth=config.reference_azimuth,
         )
 
 

@@ -115,6 +115,8 @@ def preprocess_image(
     names = [str(photo) for photo in photos]
     azimuths = relative_azimuths(names, opts.azimuths)
     elevations = view_elevations(len(photos), opts.elevation, opts.elevations)
+    if len(photos) == 1:  # one photo: exactly the folder it always was
+        opts = replace(opts, elevation=elevations[0], azimuths=None, elevations=None)
     if len(photos) > 1 and (opts.box is not None or opts.points):
         raise PreprocessError("--box and --points name pixels of one photo: with several photos leave them out "
                               "(SAM's own prompt, or --mask-from grabcut), or give cut-outs with alpha")
