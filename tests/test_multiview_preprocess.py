@@ -187,3 +187,43 @@ def test_a_mix_is_accepted_when_every_photo_is_masked_the_same_way(photos, tmp_p
     out = tmp_path / "grabcut"
     assert _preprocess([photos[0.0], photos["opaque"]], out, "--azimuths", "0", "180", "--mask-from", "grabcut") == 0
     assert json.loads((out / "views" / "1" / "meta.json").read_text())["mask"]["source"] == "grabcut"
+
+
+# ---------------------------------------------------------------------------------------------------- sin-batch
+def test_a_manifest_row_holds_several_photos_and_sin_batch_preprocesses_them_together(photos, tmp_path):
+    from single_image_nerf.batch.manifest import read_manifest
+    from single_image_nerf.batch.stages import ObjectPaths, ObjectPlan, Settings, command, resolve, run_stage
+    from single_image_nerf.errors import UserInputError
+
+    root = photos["root"]
+    (root / "m.csv").write_text("image,azimuths,name\nblob_0.png;blob_270.png,0;270,blob\nblob_0.png,,one\n")
+    (root / "m.jsonl").write_text('{"image": ["blob_0.png", "blob_270.png"], "azimuths": [0, 270], '
+                                  '"elevations": [5, 5]}\n')
+    csv_rows, jsonl_rows = read_manifest(str(root / "m.csv")), read_manifest(str(root / "m.jsonl"))
+    assert (csv_rows[0].image, csv_rows[0].extra_images, csv_rows[0].azimuths) == (
+        str(photos[0.0]), (str(photos[270.0]),), (0.0, 270.0))
+    assert csv_rows[1].extra_images == () and csv_rows[1].azimuths is None and csv_rows[0].overrides() == {}
+    assert jsonl_rows[0].name == "blob_0" and jsonl_rows[0].elevations == (5.0, 5.0)
+
+    one = resolve(csv_rows[1], Settings(guidance="none", mask_from="alpha", depth=False))
+    assert "azimuths" not in one.to_json() and "extra_images" not in one.to_json()  # stored plans read as before
+    plan = resolve(jsonl_rows[0], Settings(guidance="none", mask_from="alpha", depth=False))
+    assert ObjectPlan.from_json(plan.to_json()) == plan
+    argv = command("preprocess", plan, ObjectPaths.of(Path("/out"), plan.name), "cpu")
+    assert argv[1:3] == [str(photos[0.0]), str(photos[270.0])]
+    assert argv[argv.index("--azimuths") + 1:][:2] == ["0.0", "270.0"] and "--elevations" in argv
+
+    result = run_stage("preprocess", plan, tmp_path / "out")
+    assert result["ok"], result["error"]
+    meta = json.loads((tmp_path / "out" / plan.name / "data" / "meta.json").read_text())
+    assert [v["azimuth_deg"] for v in meta["views"]] == [0.0, 270.0] and meta["elevation_deg"] == 5.0
+
+    bad = {"image,azimuths\nblob_0.png;blob_270.png,0\n": "2 photos but 1 azimuth",
+           "image,azimuths\nblob_0.png;blob_270.png,0;0\n": "are both at azimuth 0",
+           "image\nblob_0.png;blob_270.png\n": "need their cameras' azimuths",
+           "image,azimuths\nblob_0.png;blob_270.png,0;back\n": "azimuths must be numbers of degrees"}
+    for text, message in bad.items():
+        (root / "bad.csv").write_text(text)
+        with pytest.raises(UserInputError, match=message) as caught:
+            read_manifest(str(root / "bad.csv"))
+        assert str(caught.value).startswith(f"{root / 'bad.csv'}:2: ") and "\n" not in str(caught.value)

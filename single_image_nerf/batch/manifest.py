@@ -5,7 +5,10 @@ Manifest columns (CSV header or JSON keys): `image` (required; relative paths ar
 and, all optional, `name` (the object's folder under the output; default: the image's stem), `caption` (given to
 sin-preprocess instead of a captioning model), `prompt` (the Stable Diffusion prior's prompt), `guidance` (a prior
 name: `stable-diffusion`, `none`, ...), `steps` (coarse steps), `refine_steps`, `mask_from` (`auto`, `alpha`, `sam`,
-`grabcut`) and `depth` (true/false). An empty cell means "not given". Pure Python: no torch, no Ray.
+`grabcut`) and `depth` (true/false). An empty cell means "not given". Several photos of one object: `image` holds
+their paths (CSV: separated by `;`; JSONL: a list), the main photo first, and `azimuths` one angle per photo (CSV:
+separated by `;` or spaces; JSONL: a list), optionally `elevations` alike (sin-preprocess --azimuths/--elevations).
+Pure Python: no torch, no Ray.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from single_image_nerf.errors import UserInputError
 
@@ -49,10 +52,17 @@ class ObjectRow:
     """Foreground source of preprocessing."""
     depth: Optional[bool] = None
     """Whether preprocessing estimates depth."""
+    extra_images: Tuple[str, ...] = ()
+    """Absolute paths of the object's other photos (several photos of one object), after the main `image`."""
+    azimuths: Optional[Tuple[float, ...]] = None
+    """Azimuth of each photo's camera in degrees, the main photo's first (several photos)."""
+    elevations: Optional[Tuple[float, ...]] = None
+    """Elevation of each photo's camera in degrees (several photos; default: the same for all)."""
 
     def overrides(self) -> Dict[str, object]:
-        """The options this row sets (those not None), besides its name and image."""
-        return {k: v for k, v in asdict(self).items() if k not in ("name", "image") and v is not None}
+        """The options this row sets (those not None), besides its name and photos."""
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("name", "image", "extra_images", "azimuths", "elevations") and v is not None}
 
 
 COLUMNS = tuple(f.name for f in fields(ObjectRow))
@@ -85,6 +95,29 @@ def _parse_steps(value: object, column: str, where: str) -> int:
     return steps
 
 
+def _parse_path(value: object, base: Path, where: str) -> str:
+    try:
+        image = Path(str(value).strip()).expanduser()
+        return str((image if image.is_absolute() else base / image).resolve())
+    except (ValueError, OSError, RuntimeError) as error:  # a NUL character, a symlink loop
+        raise UserInputError(f"{where}: image {str(value)[:80]!r} is not a usable path ({error})") from None
+
+
+def _split(value: object, separators: str) -> List[object]:
+    """A JSON list as it is, or a cell's text split at `separators` (empty parts dropped)."""
+    if isinstance(value, list):
+        return value
+    return [part for part in re.split(f"[{separators}]", str(value)) if part.strip()]
+
+
+def _parse_angles(value: object, column: str, where: str) -> Tuple[float, ...]:
+    try:
+        return tuple(float(str(part).strip()) for part in _split(value, r";\s"))
+    except ValueError:
+        raise UserInputError(f"{where}: {column} must be numbers of degrees, one per photo (e.g. 0;180), got "
+                             f"{value!r}") from None
+
+
 def row_from_mapping(values: Dict[str, object], base: Path, where: str) -> ObjectRow:
     """One manifest row (column -> value) as an ObjectRow; relative image paths are taken from `base`."""
     unknown = sorted(set(values) - set(COLUMNS))
@@ -93,12 +126,22 @@ def row_from_mapping(values: Dict[str, object], base: Path, where: str) -> Objec
     given = {k: v for k, v in values.items() if v is not None and not (isinstance(v, str) and not v.strip())}
     if "image" not in given:
         raise UserInputError(f"{where}: no image given (every row needs an 'image' column)")
-    try:
-        image = Path(str(given["image"]).strip()).expanduser()
-        image = (image if image.is_absolute() else base / image).resolve()
-    except (ValueError, OSError, RuntimeError) as error:  # a NUL character, a symlink loop
-        raise UserInputError(f"{where}: image {str(given['image'])[:80]!r} is not a usable path ({error})") from None
+    images = [_parse_path(value, base, where) for value in _split(given["image"], ";")]
+    if not images:
+        raise UserInputError(f"{where}: no image given (every row needs an 'image' column)")
     options: Dict[str, object] = {}
+    for column in ("azimuths", "elevations"):
+        if column in given:
+            options[column] = _parse_angles(given[column], column, where)
+    if len(images) > 1 or "azimuths" in options:
+        from single_image_nerf.preprocess.errors import PreprocessError
+        from single_image_nerf.preprocess.views import relative_azimuths, view_elevations
+
+        try:  # the rules of sin-preprocess, checked before anything runs
+            relative_azimuths(images, options.get("azimuths"))
+            view_elevations(len(images), 0.0, options.get("elevations"))
+        except PreprocessError as error:
+            raise UserInputError(f"{where}: {error}") from None
     for column in ("caption", "prompt", "guidance"):
         if column in given:
             options[column] = str(given[column]).strip()
@@ -112,8 +155,8 @@ def row_from_mapping(values: Dict[str, object], base: Path, where: str) -> Objec
         options["mask_from"] = mask_from
     if "depth" in given:
         options["depth"] = _parse_bool(given["depth"], where)
-    name = safe_name(str(given.get("name") or image.stem))
-    return ObjectRow(name=name, image=str(image), **options)
+    name = safe_name(str(given.get("name") or Path(images[0]).stem))
+    return ObjectRow(name=name, image=images[0], extra_images=tuple(images[1:]), **options)
 
 
 MANIFEST_SUFFIXES = {".csv": "CSV", ".jsonl": "JSONL", ".ndjson": "JSONL"}

@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from single_image_nerf.batch.manifest import ObjectRow
 from single_image_nerf.errors import UserInputError
@@ -105,13 +105,24 @@ class ObjectPlan:
     steps_per_save: Optional[int]
     captioner: bool = True
     """Whether preprocessing runs the captioning model (no caption given, a prior that reads it, no prompt)."""
+    extra_images: Tuple[str, ...] = ()
+    """The object's other photos, after `image` (several photos of one object)."""
+    azimuths: Optional[Tuple[float, ...]] = None
+    """sin-preprocess --azimuths: one per photo (several photos)."""
+    elevations: Optional[Tuple[float, ...]] = None
+    """sin-preprocess --elevations: one per photo (several photos)."""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """The plan as stored; the several-photo fields only where set, so a one-photo plan reads as before."""
+        return json.dumps({k: v for k, v in asdict(self).items() if k not in _VIEW_FIELDS or v}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ObjectPlan":
-        return cls(**json.loads(text))
+        values = json.loads(text)
+        return cls(**{k: tuple(v) if k in _VIEW_FIELDS and v is not None else v for k, v in values.items()})
+
+
+_VIEW_FIELDS = ("extra_images", "azimuths", "elevations")
 
 
 def resolve(row: ObjectRow, settings: Settings) -> ObjectPlan:
@@ -138,6 +149,7 @@ def resolve(row: ObjectRow, settings: Settings) -> ObjectPlan:
         depth=settings.depth if row.depth is None else row.depth, tiny=settings.tiny,
         steps_per_save=settings.steps_per_save or (TINY_STEPS_PER_SAVE if settings.tiny else None),
         captioner=reads_caption and caption is None,
+        extra_images=row.extra_images, azimuths=row.azimuths, elevations=row.elevations,
     )
 
 
@@ -263,8 +275,10 @@ def _guidance_args(plan: ObjectPlan) -> List[str]:
 def command(stage: str, plan: ObjectPlan, paths: ObjectPaths, device: str) -> List[str]:
     """The console command of `stage` for `plan` (program first), writing to the stage's temporary name."""
     if stage == "preprocess":
-        argv = ["sin-preprocess", plan.image, "--output", str(paths.temporary(stage)), "--mask-from", plan.mask_from,
-                "--device", device, "--quiet"]
+        argv = ["sin-preprocess", plan.image, *plan.extra_images, "--output", str(paths.temporary(stage)),
+                "--mask-from", plan.mask_from, "--device", device, "--quiet"]
+        argv += ["--azimuths", *map(str, plan.azimuths)] if plan.azimuths else []
+        argv += ["--elevations", *map(str, plan.elevations)] if plan.elevations else []
         argv += TINY_PREPROCESS if plan.tiny else []
         argv += [] if plan.depth else ["--no-depth"]
         argv += ["--caption", plan.caption] if plan.caption is not None else [] if plan.captioner else ["--no-caption"]
