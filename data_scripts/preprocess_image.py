@@ -2,6 +2,7 @@
 """Turn a photo into the folder the coarse stage reads (a thin wrapper over single_image_nerf.preprocess.cli).
 
     python data_scripts/preprocess_image.py demo/coffee.jpg --output data/coffee
+    python data_scripts/preprocess_image.py front.jpg back.jpg --azimuths 0 180 --output data/shoe
 """
 
 import sys

@@ -227,3 +227,26 @@ def test_a_manifest_row_holds_several_photos_and_sin_batch_preprocesses_them_tog
         with pytest.raises(UserInputError, match=message) as caught:
             read_manifest(str(root / "bad.csv"))
         assert str(caught.value).startswith(f"{root / 'bad.csv'}:2: ") and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("views, expected", [
+    ("not a list", "'views' must be a list of views"),
+    ([{"folder": ".", "azimuth_deg": 0}, {"folder": "views/1", "azimuth_deg": "back"}], "has no azimuth_deg number"),
+    ([{"folder": ".", "azimuth_deg": 0}, {"folder": "../elsewhere", "azimuth_deg": 90}], "is not a folder holding"),
+    ([{"folder": ".", "azimuth_deg": 0}, {"folder": "views/1", "azimuth_deg": 360}], "repeats azimuth 360"),
+    ([{"folder": ".", "azimuth_deg": 30}, {"folder": "views/1", "azimuth_deg": 90}], "first view's azimuth_deg must"),
+], ids=["not a list", "azimuth not a number", "folder outside", "repeated azimuth", "first not 0"])
+def test_a_broken_view_list_is_refused_by_the_data_checks(folder, tmp_path, views, expected):
+    import shutil
+
+    from single_image_nerf.errors import UserInputError
+    from single_image_nerf.inputs import check_data
+
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    meta = json.loads((broken / "meta.json").read_text())
+    meta["views"] = views
+    (broken / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(UserInputError, match=expected) as caught:
+        check_data(broken)
+    assert "\n" not in str(caught.value) and "rerun sin-preprocess" in str(caught.value)
