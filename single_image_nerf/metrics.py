@@ -1,4 +1,5 @@
-"""Image and geometry metrics for evaluation: PSNR, SSIM, optional LPIPS and CLIP similarity, Chamfer, F-score.
+"""Image and geometry metrics for evaluation: PSNR, SSIM (torchmetrics), optional LPIPS and CLIP similarity, Chamfer,
+F-score.
 
 Images are `Float[Tensor, "B 3 H W"]` in [0, 1]; image metrics return one value per image (B,). The optional
 learned metrics return None when their weights cannot be had (LPIPS: not already in torch's hub cache; CLIP: not
@@ -8,13 +9,14 @@ cached and not downloadable), which the evaluation reports as "n/a".
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from single_image_nerf.pretrained import ModelUnavailableError, resolve_hub_weights
 
@@ -23,48 +25,45 @@ ImageMetric = Callable[[Tensor, Tensor], Tensor]
 
 def psnr(pred: Float[Tensor, "B C H W"], target: Float[Tensor, "B C H W"], data_range: float = 1.0) -> Tensor:
     """Peak signal-to-noise ratio per image, in dB: 10 log10(range^2 / MSE); +inf for identical images."""
-    mse = ((pred.float() - target.float()) ** 2).flatten(1).mean(dim=1)
-    return 10.0 * torch.log10(data_range**2 / mse)
+    return peak_signal_noise_ratio(pred.float(), target.float(), data_range=data_range, reduction="none",
+                                   dim=(1, 2, 3))
 
 
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
-    """Normalised 1D Gaussian window of `size` taps."""
-    coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2.0
-    window = torch.exp(-(coords**2) / (2.0 * sigma**2))
-    return window / window.sum()
+def ssim_window(height: int, width: int, sigma: float = 1.5) -> Tuple[int, float]:
+    """The Gaussian window SSIM uses on an image of this size, as (taps, sigma). torchmetrics sizes its window
+    from sigma, 2 int(3.5 sigma + 0.5) + 1 taps (11 at sigma 1.5). An image smaller than that gets the largest odd
+    window that fits its smaller side, with the widest sigma torchmetrics gives that many taps (just under
+    (radius + 0.5) / 3.5), the nearest it comes to the sigma asked for."""
+    taps = 2 * int(3.5 * sigma + 0.5) + 1
+    if taps <= min(height, width):
+        return taps, sigma
+    taps = min(height, width)
+    taps -= (taps + 1) % 2
+    return taps, ((taps - 1) / 2 + 0.5) / 3.5 * (1.0 - 1e-6)
 
 
 def ssim(
     pred: Float[Tensor, "B C H W"],
     target: Float[Tensor, "B C H W"],
     data_range: float = 1.0,
-    window_size: int = 11,
     sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
 ) -> Tensor:
-    """Structural similarity per image (Wang et al. 2004): Gaussian-weighted local statistics over the valid
-    region (no padding), averaged over pixels and channels. Images smaller than the window use a window as large
-    as the smaller side (odd)."""
-    pred, target = pred.float(), target.float()
-    channels = pred.shape[1]
-    window_size = min(window_size, pred.shape[-1], pred.shape[-2])
-    window_size -= (window_size + 1) % 2
-    window = gaussian_window(window_size, sigma).to(pred.device)
-    horizontal = window.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
-    vertical = window.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-
-    def blur(x: Tensor) -> Tensor:
-        return F.conv2d(F.conv2d(x, horizontal, groups=channels), vertical, groups=channels)
-
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    mu_x, mu_y = blur(pred), blur(target)
-    var_x = blur(pred * pred) - mu_x**2
-    var_y = blur(target * target) - mu_y**2
-    cov = blur(pred * target) - mu_x * mu_y
-    luminance = (2.0 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
-    structure = (2.0 * cov + c2) / (var_x + var_y + c2)
-    return (luminance * structure).flatten(1).mean(dim=1)
+    """Structural similarity per image (Wang et al. 2004), torchmetrics' Gaussian-weighted local statistics
+    averaged over the valid region (pixels whose window lies inside the image, as Wang et al.'s code, scikit-image
+    and pytorch_msssim do; recent torchmetrics' own mean also counts the border, over a reflected copy) and channels.
+    The window is `ssim_window`'s: 11 taps at sigma 1.5, smaller for images smaller than that. Computed in double
+    precision: a flat region's variance is the difference of two nearly equal local means, which single precision
+    gets wrong by about 1e-7 against C2 = 9e-4."""
+    pred, target = pred.double(), target.double()
+    height, width = pred.shape[-2:]
+    taps, sigma = ssim_window(height, width, sigma)
+    _, similarity = structural_similarity_index_measure(
+        pred, target, gaussian_kernel=True, sigma=sigma, data_range=data_range, k1=k1, k2=k2, reduction="none",
+        return_full_image=True)
+    radius = (taps - 1) // 2
+    return similarity[..., radius:height - radius, radius:width - radius].flatten(1).mean(dim=1).float()
 
 
 def _torchvision_weights_cached(url: str) -> bool:
