@@ -6,8 +6,9 @@ closed-form denoiser of the object's true renders (`exact_prior.py`). Everything
 the prompt or camera conditioning, the encoder, classifier-free guidance, timestep sampling and annealing, the
 weighting and the balance with the reference losses. Two settings:
 
-- control: the pixel oracle benchmark's settings (`oracle_recovery.build_config`: white background, the full circle
-  from step 0, its learning rate), with the novel cameras fixed at the reference's field of view and radius;
+- control: the pixel oracle benchmark's settings (`oracle_recovery.build_config` and the oracle's recipe: white
+  background, the full circle from step 0, albedo only, its learning rate), with the novel cameras fixed at the
+  reference's field of view and radius; the prior's recipe sets the rest (its weight, scale and t schedule);
 - default: the method's defaults, except what scoring needs: no recentring, the reference size given here.
 
 It reports held-out PSNR per view (`sin-evaluate`'s scoring, as oracle_recovery), the front and back means, the worst
@@ -80,9 +81,13 @@ def build_config(args: argparse.Namespace, data: Path, output_dir: Path, view, f
                                       implementation=None, lr=args.lr, lr_final_ratio=args.lr_final_ratio,
                                       object=args.object, weight=1.0)
         config = oracle_recovery.build_config(oracle_args, data, output_dir)
+        # What the oracle's recipe sets, set here: the prior's own recipe would fill these otherwise.
         novel = config.pipeline.datamanager.novel_views
+        novel.initial_azimuth_half_width, novel.widen_end = 180.0, 0.0
         novel.fov_range = (view.fov, view.fov)
         novel.radius_range = (view.radius, view.radius)
+        config.pipeline.model.background = "white"
+        config.pipeline.model.shading_start = 1.0  # albedo only
     else:
         config = headless(coarse_trainer_config(max_steps=args.steps), args.device, output_dir)
         config.pipeline.datamanager.data = data

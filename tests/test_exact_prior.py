@@ -179,7 +179,8 @@ def exact_run(root: Path, guidance_config, steps: int, cache: Path):
     pipeline = config.pipeline
     pipeline.datamanager.dataparser.recenter = False
     novel = pipeline.datamanager.novel_views
-    novel.widen_steps, novel.fov_range, novel.radius_range, novel.elevation_range = 0, (40.0, 40.0), (2.5, 2.5), (0, 30)
+    novel.initial_azimuth_half_width, novel.widen_end = 180.0, 0.0
+    novel.fov_range, novel.radius_range, novel.elevation_range = (40.0, 40.0), (2.5, 2.5), (0.0, 30.0)
     pipeline.model.background = "white"
     pipeline.guidance = guidance_config
     config.set_timestamp()
