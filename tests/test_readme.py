@@ -73,6 +73,8 @@ COMMANDS = {
     "python benchmarks/train_step.py": "python {ROOT}/benchmarks/train_step.py --help",
     "python benchmarks/guidance_step.py": "python {ROOT}/benchmarks/guidance_step.py --help",
     "python benchmarks/compare_generfacto.py": "python {ROOT}/benchmarks/compare_generfacto.py --help",
+    "python benchmarks/exact_prior_recovery.py --prior zero123 --object box":
+        "python {ROOT}/benchmarks/exact_prior_recovery.py --help",
 }
 """README command -> the tiny command run for it in a scratch folder ({ROOT}: the checkout, {CWD}: the scratch
 folder, {T}: timestamp, {SD}: a tiny Stable Diffusion folder, {PORT}: a
