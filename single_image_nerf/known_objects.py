@@ -357,6 +357,41 @@ def write_reference_folder(obj: KnownObject, folder: Path, view: ReferenceView =
     return folder
 
 
+def write_reference_views_folder(obj: KnownObject, folder: Path, azimuths: Sequence[float],
+                                 view: ReferenceView = ReferenceView()) -> Path:
+    """Write reference views of `obj` from the cameras at `azimuths` (absolute degrees, the first the main view;
+    `view` gives the rest of each camera) as the several-photo data folder sin-preprocess writes (docs/inputs.md):
+    the main view's `write_reference_folder` files at the top, view i in `views/i/` (its own rgba.png, depth.npy
+    and meta.json with `azimuth_deg` and `elevation_deg`), and the top meta.json's `views` list, main first, with
+    azimuths relative to the main view's. One azimuth writes a one-photo folder."""
+    from dataclasses import replace
+
+    from single_image_nerf.preprocess.views import VIEWS_KEY, view_folder
+
+    folder = Path(folder)
+    if not azimuths:
+        raise ValueError("write_reference_views_folder needs at least one azimuth")
+    write_reference_folder(obj, folder, replace(view, azimuth=float(azimuths[0])))
+    if len(azimuths) == 1:
+        return folder
+    listed = []
+    for index, azimuth in enumerate(azimuths):
+        relative = float((azimuth - azimuths[0]) % 360.0)
+        listed.append({"folder": view_folder(index), "azimuth_deg": relative, "elevation_deg": view.elevation})
+        if index == 0:
+            continue
+        sub = folder / view_folder(index)
+        write_reference_folder(obj, sub, replace(view, azimuth=float(azimuth)))
+        (sub / "caption.txt").unlink()  # the caption is the object's, only at the top
+        meta = json.loads((sub / "meta.json").read_text())
+        meta.update({"azimuth_deg": relative, "elevation_deg": view.elevation})
+        (sub / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta = json.loads((folder / "meta.json").read_text())
+    meta[VIEWS_KEY] = listed
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
 def write_posed_views(obj: KnownObject, folder: Path, cameras, points: int = 0) -> Path:
     """Write renders of `obj` at `cameras` as a posed-image folder: `transforms.json` (nerfstudio's format, with
     per-frame intrinsics and OpenGL camera-to-world matrices in the project's world) and RGBA pngs; with

@@ -16,7 +16,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from single_image_nerf.data.camera_sampling import fov_from_focal, orbit_cameras, pose_angles
 from single_image_nerf.data.datamanager import SingleImageDataManager, SingleImageDataManagerConfig
 from single_image_nerf.guidance import recipes
-from single_image_nerf.guidance.base import Guidance, GuidanceContext
+from single_image_nerf.guidance.base import Guidance, GuidanceContext, ReferenceViewContext
 from single_image_nerf.guidance.registry import AnyGuidanceConfig
 from single_image_nerf.guidance.stable_diffusion import StableDiffusionGuidanceConfig
 from single_image_nerf.models.coarse_model import CoarseModelConfig
@@ -127,6 +127,7 @@ class SingleImagePipeline(VanillaPipeline):
         super().__init__(config, device, test_mode=test_mode, **kwargs)
         self.datamanager.run_steps = config.run_steps
         self.model.run_steps = config.run_steps
+        self.model.reference_view_count = self.datamanager.reference_view_count
         guidance: Optional[Guidance] = None
         if test_mode == "val":
             guidance = config.guidance.setup(context=self.guidance_context())
@@ -144,14 +145,26 @@ class SingleImagePipeline(VanillaPipeline):
 
     def guidance_context(self) -> GuidanceContext:
         """What the guidance may know: the reference view (at the training size and at the photo's own), its camera,
-        the caption, the data folder and the run's length."""
+        every reference view of several photos (each cut alike, at both sizes, with its camera), the caption, the
+        data folder and the run's length."""
         from single_image_nerf.data.reference_image import photo_side, read_reference
+        from single_image_nerf.data.reference_views import read_reference_views, view_entries
 
         outputs = self.datamanager.train_dataparser_outputs
         dataparser = self.datamanager.config.dataparser
         data = Path(self.datamanager.config.data or dataparser.data)
         side = max(photo_side(data) or 0, dataparser.image_size)
-        photo = read_reference(data, side, dataparser.border, dataparser.recenter).rgba
+        views = outputs.metadata.get("reference_views") or []
+        reference_views: Tuple[ReferenceViewContext, ...] = ()
+        if views:  # the main photo is cut by the views' common window, as the training reference is
+            photos = [view.rgba for view in read_reference_views(view_entries(data), side, dataparser.border,
+                                                                 dataparser.recenter)]
+            reference_views = tuple(
+                ReferenceViewContext(image=torch.from_numpy(view["rgba"]), camera=view["camera"],
+                                     photo=torch.from_numpy(photo)) for view, photo in zip(views, photos))
+            photo = photos[0]
+        else:
+            photo = read_reference(data, side, dataparser.border, dataparser.recenter).rgba
         return GuidanceContext(
             device=torch.device(self.device),
             reference_image=torch.from_numpy(outputs.metadata["rgba"]),
@@ -160,6 +173,7 @@ class SingleImagePipeline(VanillaPipeline):
             data_dir=outputs.metadata.get("data_dir"),
             reference_photo=torch.from_numpy(photo),
             run_steps=self.config.run_steps,
+            reference_views=reference_views,
         )
 
     @property

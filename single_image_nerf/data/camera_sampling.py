@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -59,7 +59,7 @@ class ViewRanges:
     """Where novel cameras may be drawn at one training step (all angles in degrees)."""
 
     azimuth_half_width: float
-    """Half the width of the azimuth window, centred on the reference azimuth; 180 is the full circle."""
+    """Half the width of the azimuth window, centred on a reference azimuth; 180 is the full circle."""
     elevation: Tuple[float, float]
     """Elevation range, degrees above the XY plane."""
     radius: Tuple[float, float]
@@ -92,15 +92,20 @@ def _uniform(low: float, high: float, count: int, generator: torch.Generator) ->
 
 
 def sample_views(
-    ranges: ViewRanges, count: int, reference_azimuth: float, generator: torch.Generator, uniform_sphere: bool = True
+    ranges: ViewRanges, count: int, reference_azimuth: float | Sequence[float], generator: torch.Generator,
+    uniform_sphere: bool = True,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Draw `count` views inside `ranges`: (azimuth, elevation, radius, fov), each a tensor of shape (count,).
 
-    With `uniform_sphere`, elevation is drawn so that directions are uniform over the sphere's band (uniform in
-    sin(elevation)) rather than uniform in angle, which would crowd the poles.
+    The azimuth window is centred on `reference_azimuth`; given several reference azimuths (several photos), each
+    view's window is centred on one of them drawn uniformly (after the other draws, so that one reference draws
+    exactly what a single azimuth does). With `uniform_sphere`, elevation is drawn so that directions are uniform
+    over the sphere's band (uniform in sin(elevation)) rather than uniform in angle, which would crowd the poles.
     """
+    centres = torch.as_tensor(reference_azimuth, dtype=torch.float32).reshape(-1)
+    if centres.numel() == 0:
+        raise ValueError("sample_views needs at least one reference azimuth")
     offset = _uniform(-ranges.azimuth_half_width, ranges.azimuth_half_width, count, generator)
-    azimuth = wrap_degrees(reference_azimuth + offset)
     low, high = ranges.elevation
     if uniform_sphere:
         sin_low, sin_high = math.sin(math.radians(low)), math.sin(math.radians(high))
@@ -109,7 +114,11 @@ def sample_views(
         elevation = _uniform(low, high, count, generator)
     radius = _uniform(*ranges.radius, count, generator)
     fov = _uniform(*ranges.fov, count, generator)
-    return azimuth, elevation, radius, fov
+    if centres.numel() == 1:
+        centre = centres.expand(count)
+    else:
+        centre = centres[torch.randint(centres.numel(), (count,), generator=generator)]
+    return wrap_degrees(centre + offset), elevation, radius, fov
 
 
 def pose_angles(camera_to_worlds: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 
@@ -17,6 +18,19 @@ from single_image_nerf.data.dataset import SingleImageDataset
 from single_image_nerf.data.single_image_dataparser import SingleImageDataParserConfig
 from single_image_nerf.errors import UserInputError
 from single_image_nerf.run_length import DEFAULT_RUN_STEPS, step_at
+
+
+def concatenate_rays(bundles: List[RayBundle]) -> RayBundle:
+    """Flat ray bundles joined end to end (every tensor field and metadata entry concatenated)."""
+    joined = {}
+    for item in dataclasses.fields(RayBundle):
+        value = getattr(bundles[0], item.name)
+        if isinstance(value, torch.Tensor):
+            value = torch.cat([getattr(bundle, item.name) for bundle in bundles])
+        elif isinstance(value, dict):
+            value = {key: torch.cat([getattr(bundle, item.name)[key] for bundle in bundles]) for key in value}
+        joined[item.name] = value
+    return RayBundle(**joined)
 
 
 @dataclass
@@ -127,10 +141,11 @@ class SingleImageDataManager(VanillaDataManager[SingleImageDataset]):
         return self.orbit_rays(count), {}
 
     def reference_rays(self, count: int) -> Tuple[RayBundle, Dict]:
-        """`count` rays through random pixels of the reference view (drawn with replacement by the device's default
-        generator, as nerfstudio's pixel sampler does) and their "image" (RGBA), "depth" (when present) and
-        "indices" (camera, row, column). Every ray and pixel of the one view is kept on the device from the first
-        call, so a step only draws and gathers: nothing waits on the device or copies from the host."""
+        """`count` rays through random pixels of the reference views (drawn with replacement by the device's default
+        generator, as nerfstudio's pixel sampler does, from every view's pixels pooled) and their "image" (RGBA),
+        "depth" (when present) and "indices" (view, row, column; the view is 0 for one photo). Every ray and pixel is
+        kept on the device from the first call, so a step only draws and gathers: nothing waits on the device or
+        copies from the host."""
         if self._reference is None:
             self._reference = self._reference_pixels()
         bundle, pixels = self._reference
@@ -138,18 +153,40 @@ class SingleImageDataManager(VanillaDataManager[SingleImageDataset]):
         return bundle[picked], {key: value[picked] for key, value in pixels.items()}
 
     def _reference_pixels(self) -> Tuple[RayBundle, Dict[str, torch.Tensor]]:
-        """The reference view's rays (H*W) and per-pixel batch entries, flattened, on the device."""
-        cameras = self.train_dataset.cameras[0:1].to(self.device)
-        bundle = cameras.generate_rays(camera_indices=0, keep_shape=True)
-        height, width = bundle.shape
-        image = next(self.iter_train_image_dataloader)
-        rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-        pixels = {"indices": torch.stack([torch.zeros_like(rows), rows, cols], dim=-1)}
-        for key in ("image", "depth", "mask"):
-            if isinstance(image.get(key), torch.Tensor):
-                pixels[key] = image[key].reshape(height, width, -1)
-        pixels = {key: value.reshape(height * width, -1).to(self.device) for key, value in pixels.items()}
-        return bundle.flatten().to(self.device), pixels
+        """Every reference view's rays (H*W each) and per-pixel batch entries, flattened and pooled, on the device."""
+        views = self.reference_views
+        if views is None:
+            image = next(self.iter_train_image_dataloader)
+            views = [{"camera": self.train_dataset.cameras[0:1], "rgba": image["image"], "depth": image.get("depth")}]
+        with_depth = any(isinstance(view.get("depth"), torch.Tensor) for view in views)
+        bundles, pooled = [], []
+        for index, view in enumerate(views):
+            bundle = view["camera"].to(self.device).generate_rays(camera_indices=0, keep_shape=True)
+            height, width = bundle.shape
+            rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+            pixels = {"indices": torch.stack([torch.full_like(rows, index), rows, cols], dim=-1),
+                      "image": torch.as_tensor(view["rgba"], dtype=torch.float32)}
+            if with_depth:
+                depth = view.get("depth")
+                pixels["depth"] = torch.full((height, width), float("nan")) if depth is None else depth.float()
+            pixels = {key: value.reshape(height * width, -1).to(self.device) for key, value in pixels.items()}
+            bundle = bundle.flatten().to(self.device)
+            bundle.camera_indices = torch.full_like(bundle.camera_indices, index)
+            bundles.append(bundle)
+            pooled.append(pixels)
+        bundle = bundles[0] if len(bundles) == 1 else concatenate_rays(bundles)
+        return bundle, {key: torch.cat([pixels[key] for pixels in pooled]) for key in pooled[0]}
+
+    @property
+    def reference_views(self) -> Optional[List[Dict]]:
+        """The dataparser's reference views of a several-photo folder (main first), or None for one photo."""
+        return self.train_dataparser_outputs.metadata.get("reference_views")
+
+    @property
+    def reference_view_count(self) -> int:
+        """How many reference views the reference rays are drawn from."""
+        views = self.reference_views
+        return 1 if views is None else len(views)
 
     def orbit_rays(self, count: int, num_cameras: int = 64) -> RayBundle:
         """`count` rays through random pixels of `num_cameras` random cameras spread uniformly over the sphere, at
@@ -172,8 +209,15 @@ class SingleImageDataManager(VanillaDataManager[SingleImageDataset]):
 
     @property
     def reference_azimuth(self) -> float:
-        """Azimuth of the reference camera, degrees."""
+        """Azimuth of the (main) reference camera, degrees."""
         return self.config.dataparser.reference_azimuth
+
+    @property
+    def reference_azimuths(self) -> Tuple[float, ...]:
+        """Azimuths of every reference camera, degrees, main first (one for one photo): the novel-view windows are
+        centred on them."""
+        views = self.reference_views
+        return (self.reference_azimuth,) if views is None else tuple(float(view["azimuth"]) for view in views)
 
     def novel_view_ranges(self, step: int) -> ViewRanges:
         """The curriculum's view ranges at `step`."""
@@ -184,7 +228,7 @@ class SingleImageDataManager(VanillaDataManager[SingleImageDataset]):
         novel = self.config.novel_views
         generator = torch.Generator().manual_seed(novel.seed * 1_000_003 + step)
         azimuth, elevation, radius, fov = sample_views(
-            self.novel_view_ranges(step), novel.views_per_step, self.reference_azimuth, generator,
+            self.novel_view_ranges(step), novel.views_per_step, self.reference_azimuths, generator,
             uniform_sphere=novel.uniform_sphere,
         )
         cameras = orbit_cameras(azimuth, elevation, radius, fov, novel.resolution, novel.resolution,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Dict, Optional, Type
+from typing import ClassVar, Dict, Optional, Tuple, Type
 
 import torch
 from jaxtyping import Float
@@ -18,6 +18,18 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.configs.base_config import InstantiateConfig
 
 from single_image_nerf.run_length import DEFAULT_RUN_STEPS
+
+
+@dataclass(frozen=True)
+class ReferenceViewContext:
+    """One reference view of a several-photo folder, as a guidance may read it."""
+
+    image: Float[Tensor, "H W 4"]
+    """The view as RGBA in [0, 1] at the training size (alpha is the foreground mask)."""
+    camera: Cameras
+    """The view's single camera."""
+    photo: Optional[Float[Tensor, "H W 4"]] = None
+    """The view cut alike at the preprocessed photo's own size (None: use image)."""
 
 
 @dataclass
@@ -39,6 +51,9 @@ class GuidanceContext:
     (a conditioning image for priors that read the photo at their own resolution); None: use reference_image."""
     run_steps: int = DEFAULT_RUN_STEPS
     """Steps of the whole run: schedules given as fractions of the run are fractions of this."""
+    reference_views: Tuple[ReferenceViewContext, ...] = ()
+    """Every reference view of a several-photo folder, main first (its image and camera those above); empty for one
+    photo."""
 
 
 @dataclass

@@ -12,6 +12,8 @@ The conditioning follows Zero123's training definition, each convention a pure f
 - the reference: the preprocessed photo (recentred as the reference view, at its own size, not the smaller training
   reference) composited on white and resized to the prior's image size (256 px), its CLIP image embedding through
   the folder's feature extractor, and its VAE latent (the posterior mode, NOT multiplied by the scaling factor);
+- several photos: every reference view is encoded once, and each novel camera is conditioned on the view nearest
+  to it in angle (its image and latent), its camera numbers relative to that view;
 - the camera: [Δpolar (radians), sin Δazimuth, cos Δazimuth, Δradius] of each novel camera relative to the
   reference, where polar = 90° - elevation and azimuth runs from +X toward +Y about +Z. This is Zero123's own frame
   (Objaverse renders, +Z up, azimuth atan2(y, x)) and ours, so the numbers pass through unchanged. Stable Zero123
@@ -39,7 +41,7 @@ from torch import Tensor
 from nerfstudio.cameras.cameras import Cameras
 from single_image_nerf.errors import UserInputError
 from single_image_nerf.guidance import sds
-from single_image_nerf.guidance.base import GuidanceContext
+from single_image_nerf.guidance.base import GuidanceContext, ReferenceViewContext
 from single_image_nerf.guidance.distillation import ScoreDistillationConfig, ScoreDistillationGuidance, ScoreTrace
 from single_image_nerf.guidance.loading import DiffusionParts
 from single_image_nerf.pretrained import ZERO123_ID, ModelUnavailableError
@@ -86,6 +88,14 @@ def relative_camera_vector(cameras: Cameras, reference: Cameras, absolute_polar:
     ref_azimuth, ref_elevation, ref_radius = (v.reshape(-1)[:1].to(azimuth.device)
                                               for v in pose_angles(reference.camera_to_worlds))
     return camera_vector(elevation, azimuth, radius, ref_elevation, ref_azimuth, ref_radius, absolute_polar)
+
+
+def nearest_reference(positions: Tensor, reference_positions: Tensor) -> Tensor:
+    """(B,) index of the reference camera whose direction from the origin makes the smallest angle with each
+    camera's, for camera positions (B, 3) and reference positions (V, 3) (ties: the earlier reference)."""
+    cosine = torch.nn.functional.normalize(positions.reshape(-1, 3), dim=-1) @ torch.nn.functional.normalize(
+        reference_positions.reshape(-1, 3).to(positions), dim=-1).T
+    return cosine.argmax(dim=-1)
 
 
 def white_composite(rgba: Float[Tensor, "H W 4"], size: int) -> Float[Tensor, "1 3 S S"]:
@@ -288,13 +298,21 @@ class Zero123Guidance(ScoreDistillationGuidance):
                                  f"positive multiple of {self.vae_scale_factor} (the VAE's pixels per latent)")
         self.resolution, self.latent_size = resolution, resolution // self.vae_scale_factor
         self.use_encoder(self.vae)
-        photo = context.reference_photo if context.reference_photo is not None else context.reference_image
-        image = white_composite(photo, self.resolution).to(self.device)
-        self.reference_image = image
-        self.reference_latent = reference_latent(self.vae, image)
-        self.image_embedding = clip_image_embedding(parts.image_encoder, parts.feature_extractor, image)
-        # The image encoder is needed only for the reference: not kept.
+        views = context.reference_views or (ReferenceViewContext(
+            image=context.reference_image, camera=context.reference_cameras, photo=context.reference_photo),)
+        images = [white_composite(view.photo if view.photo is not None else view.image, self.resolution
+                                  ).to(self.device) for view in views]
+        # Every reference view encoded once, main first; the image encoder is needed only here: not kept.
+        self.reference_images = torch.cat(images)
+        self.reference_latents = torch.cat([reference_latent(self.vae, image) for image in images])
+        self.image_embeddings = torch.cat([clip_image_embedding(parts.image_encoder, parts.feature_extractor, image)
+                                           for image in images])
+        self.reference_image, self.reference_latent = self.reference_images[:1], self.reference_latents[:1]
+        self.image_embedding = self.image_embeddings[:1]
         self.reference_cameras = context.reference_cameras.to(self.device)
+        self.view_poses = torch.cat([view.camera.camera_to_worlds.reshape(-1, 3, 4)[:1] for view in views]
+                                    ).to(self.device)
+        """(V, 3, 4) camera-to-world matrices of the reference views, main first."""
         self.use_noise_schedule(parts.scheduler)
 
     # ------------------------------------------------------------------------------------------------ steps
@@ -307,16 +325,35 @@ class Zero123Guidance(ScoreDistillationGuidance):
             return vae_encode(self.vae, resize(images, self.resolution))
         return self.latent_map.encode(resize(images, self.latent_size))
 
+    def nearest_views(self, cameras: Cameras) -> Tensor:
+        """(B,) index of the reference view nearest in angle to each camera (0 for one photo), on the device."""
+        return nearest_reference(cameras.camera_to_worlds.to(self.device)[..., :3, 3], self.view_poses[:, :3, 3])
+
+    def conditioning(self, cameras: Cameras) -> Tuple[Tensor, Tensor]:
+        """Each camera's conditioning on its nearest reference view: the (B, 1, D) cross-attention states (that view's
+        image embedding and the camera's numbers relative to that view, projected) and the (B, 4, h, w) latent of
+        that view. Nothing is read back to the host."""
+        from single_image_nerf.data.camera_sampling import pose_angles
+
+        cameras = cameras.to(self.device)
+        nearest = self.nearest_views(cameras)
+        azimuth, elevation, radius = pose_angles(cameras.camera_to_worlds)
+        view_azimuth, view_elevation, view_radius = (value[nearest] for value in pose_angles(self.view_poses))
+        camera = camera_vector(elevation, azimuth, radius, view_elevation, view_azimuth, view_radius,
+                               absolute_polar=self.camera_embedding == "stable-zero123")
+        states = project_camera(self.projection, self.image_embeddings[nearest], camera)
+        return states, self.reference_latents[nearest]
+
     def camera_states(self, cameras: Cameras) -> Tensor:
-        """(B, 1, D) cross-attention states of each camera: the image embedding and its camera numbers, projected."""
-        camera = relative_camera_vector(cameras.to(self.device), self.reference_cameras,
-                                        absolute_polar=self.camera_embedding == "stable-zero123")
-        return project_camera(self.projection, self.image_embedding, camera)
+        """(B, 1, D) cross-attention states of each camera: the image embedding of its nearest reference view and its
+        camera numbers relative to that view, projected (the photo's, for one photo)."""
+        return self.conditioning(cameras)[0]
 
     @torch.no_grad()
     def score(self, latents: Tensor, states: Tensor, step: int, t: Optional[Tensor] = None,
-              noise: Optional[Tensor] = None) -> ScoreTrace:
-        """One UNet evaluation on [uncond; cond]; `t` and `noise` are drawn when not given."""
+              noise: Optional[Tensor] = None, reference: Optional[Tensor] = None) -> ScoreTrace:
+        """One UNet evaluation on [uncond; cond]; `t` and `noise` are drawn when not given; `reference` is the
+        reference latent of each view ((B, 4, h, w), from `conditioning`; None: the main view's)."""
         count = latents.shape[0]
         if t is None:
             t = sds.sample_timesteps(count, *self.timestep_range(step), self.num_train_timesteps, self.t_generator)
@@ -326,7 +363,7 @@ class Zero123Guidance(ScoreDistillationGuidance):
         noise = noise.to(self.device, torch.float32, non_blocking=True)
         abar = self.alphas_cumprod[t]
         noisy = sds.add_noise(latents.detach().float(), noise, abar)
-        inputs, hidden = guidance_batch(noisy, self.reference_latent, states)
+        inputs, hidden = guidance_batch(noisy, self.reference_latent if reference is None else reference, states)
         output = self.unet(inputs.to(self.dtype), torch.cat([t, t]), encoder_hidden_states=hidden.to(self.dtype)
                            ).sample.float()
         eps_uncond, eps_cond = (sds.to_epsilon(part, noisy, abar, self.prediction_type) for part in output.chunk(2))
@@ -337,7 +374,8 @@ class Zero123Guidance(ScoreDistillationGuidance):
     def loss(self, images: Float[Tensor, "B 3 H W"], cameras: Cameras, step: int) -> Dict[str, Tensor]:
         """{"zero123_sds_loss"}: SDS on the renders, zeroed on the device (and counted) when not finite."""
         latents = self.encode(images)
-        trace = self.score(latents, self.camera_states(cameras), step)
+        states, reference = self.conditioning(cameras)
+        trace = self.score(latents, states, step, reference=reference)
         ok = sds.all_finite(trace.grad, latents)
         trace.grad = torch.where(ok, trace.grad, torch.zeros_like(trace.grad))
         self.last_trace = trace

@@ -203,6 +203,9 @@ class CoarseModel(Model):
         self.step = 0
         self.run_steps = DEFAULT_RUN_STEPS
         """Steps of the whole run (the pipeline sets it from --max-num-iterations): the schedules are fractions of it."""
+        self.reference_view_count = 1
+        """Reference views the reference rays come from (the pipeline sets it from the data): the depth loss is
+        matched view by view."""
         self.viewer_shading: Shading = "albedo"
         """Shading of renders outside training (the viewer switches it)."""
         self.eval_normals = True
@@ -384,7 +387,8 @@ class CoarseModel(Model):
         config = self.config
         target, alpha = self.reference_target(batch, outputs["background"])
         depth = batch["depth"].to(self.device) if "depth" in batch else None
-        losses = reference_view_losses(outputs, target, alpha, depth, config)
+        views = batch["indices"][..., 0] if "indices" in batch else None
+        losses = reference_view_losses(outputs, target, alpha, depth, config, views, self.reference_view_count)
         if self.training and config.interlevel_loss_mult > 0:
             losses["interlevel_loss"] = config.interlevel_loss_mult * interlevel_loss(
                 outputs["weights_list"], outputs["ray_samples_list"])

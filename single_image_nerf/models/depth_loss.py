@@ -71,3 +71,26 @@ def _centred_unit_scale(values: Tensor, weight: Tensor, count: Tensor) -> Tensor
     centred = (values - (weight * values).sum() / total) * weight
     floor = 1e-6 * (weight * values.detach().abs()).sum() / total + 1e-12
     return centred / torch.maximum(centred.detach().abs().max(), floor)
+
+
+def per_view_pearson_depth_loss(
+    rendered: Float[Tensor, "*shape"],
+    target: Float[Tensor, "*shape"],
+    mask: Bool[Tensor, "*shape"],
+    views: Tensor,
+    view_count: int,
+    target_is_disparity: bool = False,
+) -> Float[Tensor, ""]:
+    """`pearson_depth_loss` of each reference view's pixels apart (`views` gives each pixel's view, in
+    [0, view_count)), averaged over the views with at least two pixels kept: each photo's monocular depth has its
+    own unknown scale and shift, so one correlation over the pooled pixels would ask them to agree. Selected by
+    weights on the device, like `pearson_depth_loss`; nothing is read back."""
+    views = views.reshape(mask.shape).to(mask.device)
+    kept = mask.bool() & torch.isfinite(rendered) & torch.isfinite(target)
+    losses, valid = [], []
+    for view in range(view_count):
+        selected = kept & (views == view)
+        losses.append(pearson_depth_loss(rendered, target, selected, target_is_disparity))
+        valid.append((selected.sum() >= 2).to(rendered.dtype))
+    weights = torch.stack(valid)
+    return (torch.stack(losses) * weights).sum() / weights.sum().clamp_min(1.0)

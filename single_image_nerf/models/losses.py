@@ -8,7 +8,7 @@ from typing import Dict, Literal, Optional
 import torch
 from torch import Tensor
 
-from single_image_nerf.models.depth_loss import pearson_depth_loss
+from single_image_nerf.models.depth_loss import pearson_depth_loss, per_view_pearson_depth_loss
 
 
 def composite(rgb: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
@@ -56,16 +56,22 @@ def opacity_regularization(accumulation: Tensor, config: SharedLossWeights) -> D
 
 
 def reference_view_losses(outputs: Dict[str, Tensor], target: Tensor, alpha: Tensor, depth: Optional[Tensor],
-                          config) -> Dict[str, Tensor]:
+                          config, views: Optional[Tensor] = None, view_count: int = 1) -> Dict[str, Tensor]:
     """Both stages' reference-view losses, weighted by `config`'s rgb/mask/depth_loss_mult: colour against `target`
     (composited on the render's background), opacity against `alpha`, and, where `depth` is given, the scale- and
-    shift-invariant depth loss on the foreground."""
+    shift-invariant depth loss on the foreground. With several reference views (`view_count` > 1, `views` the view
+    of each ray), colour and mask pool every view's rays and the depth loss is matched view by view (each photo's
+    depth has its own scale and shift)."""
     losses = {
         "rgb_loss": config.rgb_loss_mult * torch.mean((outputs["rgb"] - target) ** 2),
         "mask_loss": config.mask_loss_mult * torch.mean((outputs["accumulation"] - alpha) ** 2),
     }
     if depth is not None and config.depth_loss_mult > 0:
         depth = depth.reshape(outputs["depth"].shape)
-        losses["depth_loss"] = config.depth_loss_mult * pearson_depth_loss(
-            outputs["depth"], depth, (alpha > 0.5) & torch.isfinite(depth))
+        mask = (alpha > 0.5) & torch.isfinite(depth)
+        if view_count > 1 and views is not None:
+            loss = per_view_pearson_depth_loss(outputs["depth"], depth, mask, views, view_count)
+        else:
+            loss = pearson_depth_loss(outputs["depth"], depth, mask)
+        losses["depth_loss"] = config.depth_loss_mult * loss
     return losses
