@@ -92,7 +92,9 @@ class TrainingViewerPanel:
                 self.shading.on_update(lambda _: self.set_shading(self.shading.value))
             self.show_novel = server.gui.add_checkbox("Novel cameras", True, hint="This step's sampled cameras")
             self.show_novel.on_update(lambda _: self._set_novel_visible(self.show_novel.value))
-        self.reference_handle = self._add_reference()
+        self.reference_handles = self._add_references()
+        """One frustum per reference photo, main first (several for a several-photo folder)."""
+        self.reference_handle = self.reference_handles[0]
         server.on_client_connect(self.look_from_reference)
 
     def opening_view(self) -> np.ndarray:
@@ -116,34 +118,44 @@ class TrainingViewerPanel:
 
     def adopt_training_cameras(self, viewer: Any) -> None:
         """Replace the frustum nerfstudio's viewer draws for the training image (its RGBA shown on black) by the
-        reference frustum, so that its Hide/Show Train Cams buttons and click-to-view act on ours."""
+        reference frustums, so that its Hide/Show Train Cams buttons and click-to-view act on ours."""
         handles = getattr(viewer, "camera_handles", None) or {}
         for handle in handles.values():
             handle.remove()
-        self.reference_handle.on_click(lambda event: self._view_from(event, viewer))
-        viewer.camera_handles = {0: self.reference_handle}
+        for index, handle in enumerate(self.reference_handles):
+            handle.on_click(lambda event, index=index: self._view_from(event, viewer, index))
+        viewer.camera_handles = dict(enumerate(self.reference_handles))
 
     @staticmethod
-    def _view_from(event: Any, viewer: Any) -> None:
+    def _view_from(event: Any, viewer: Any, index: int = 0) -> None:
         with event.client.atomic():
             event.client.camera.position = event.target.position
             event.client.camera.wxyz = event.target.wxyz
-            viewer.current_camera_idx = 0
+            viewer.current_camera_idx = index
 
     # ----------------------------------------------------------------------------------------------- scene
-    def _add_reference(self) -> Any:
-        """The reference camera as a frustum carrying the photo, labelled."""
+    def _add_references(self) -> List[Any]:
+        """Every reference camera as a frustum carrying its photo, labelled: the main one "reference", each other
+        photo of a several-photo folder "reference NNN°" (its azimuth relative to the main one)."""
         outputs = self.pipeline.datamanager.train_dataparser_outputs
-        camera = outputs.cameras[0]
+        handles = [self._add_reference("reference", "reference", outputs.cameras[0], outputs.metadata.get("rgba"))]
+        views = outputs.metadata.get("reference_views") or []
+        for index, view in enumerate(views[1:], start=1):
+            relative = (float(view["azimuth"]) - float(views[0]["azimuth"])) % 360.0
+            handles.append(self._add_reference(f"reference_{index}", f"reference {relative:g}°",
+                                               view["camera"][0], view["rgba"]))
+        return handles
+
+    def _add_reference(self, name: str, label: str, camera: Any, rgba: Any) -> Any:
+        """One reference camera as a frustum carrying its photo, labelled."""
         c2w = camera.camera_to_worlds.cpu().numpy()
         height, width = float(camera.height.reshape(-1)[0]), float(camera.width.reshape(-1)[0])
         fov = 2.0 * float(np.arctan(height / (2.0 * float(camera.fy.reshape(-1)[0]))))
-        rgba = outputs.metadata.get("rgba")
         image = _uint8_image(torch.as_tensor(np.asarray(rgba))) if rgba is not None else None
         handle = self.server.scene.add_camera_frustum(
-            f"{ROOT}/reference", fov=fov, aspect=width / height, scale=self.frustum_scale * 1.5,
+            f"{ROOT}/{name}", fov=fov, aspect=width / height, scale=self.frustum_scale * 1.5,
             color=(255, 170, 0), image=image, wxyz=_opencv_wxyz(c2w), position=c2w[:3, 3] * SCALE)
-        self.server.scene.add_label(f"{ROOT}/reference/label", "reference")
+        self.server.scene.add_label(f"{ROOT}/{name}/label", label)
         return handle
 
     def _set_novel_visible(self, visible: bool) -> None:

@@ -31,6 +31,9 @@ from single_image_nerf.known_objects import KnownObject, composite, get_known_ob
 
 IMAGE_METRICS = ("psnr", "ssim", "lpips", "clip")
 """Image metrics in report order; lpips is lower-better, the others higher-better."""
+REFERENCE_AZIMUTH_TOLERANCE = 1.0
+"""Held-out views of a several-photo run within this many degrees of azimuth of a reference photo's camera are left
+out: that side was given, not recovered."""
 
 
 @dataclass
@@ -104,6 +107,22 @@ def held_out_cameras(reference, count: int, elevation: Optional[float], resoluti
     elevation = orbit["elevation"] if elevation is None else elevation
     return orbit_cameras(azimuth, torch.full((count,), elevation), torch.full((count,), orbit["radius"]),
                          torch.full((count,), orbit["fov"]), size, size, reference_azimuth=orbit["azimuth"])
+
+
+def extra_reference_azimuths(pipeline) -> List[float]:
+    """Azimuths (degrees) of every reference camera of a several-photo run, main first; empty for one photo (its
+    held-out views never meet the reference: they lie half a step from it)."""
+    outputs = getattr(pipeline.datamanager, "train_dataparser_outputs", None)
+    views = outputs.metadata.get("reference_views") if outputs is not None else None
+    return [float(view["azimuth"]) for view in views] if views else []
+
+
+def away_from(cameras, azimuths: List[float], tolerance: float = REFERENCE_AZIMUTH_TOLERANCE) -> List[int]:
+    """Indices of the cameras whose azimuth is more than `tolerance` degrees from every one of `azimuths`."""
+    if not azimuths:
+        return list(range(cameras.shape[0]))
+    distance = torch.stack([azimuth_offset(cameras, azimuth).abs().reshape(-1) for azimuth in azimuths]).amin(0)
+    return [index for index, value in enumerate(distance.tolist()) if value > tolerance]
 
 
 def sphere_cameras(reference, count: int, resolution: int):
@@ -390,18 +409,28 @@ def _evaluate(pipeline, model, config: EvaluateConfig, scorer: ImageScorer) -> D
         reference_rgba = render_known_object(obj, reference, supersample=4)["rgba"][0] if obj else None
     if reference_rgba is not None:
         score("reference", reference, reference_rgba[None])
+    references = extra_reference_azimuths(pipeline)  # several photos: no held-out view at a photo's azimuth
     if posed is not None:
-        for index in range(posed.cameras.shape[0]):
+        for index in away_from(posed.cameras, references):
             score("azimuth ", posed.cameras[index : index + 1], posed.rgba[index][None])
     else:
         cameras = held_out_cameras(reference, config.num_views, config.elevation, config.resolution)
-        score("azimuth ", cameras, render_known_object(obj, cameras, supersample=4)["rgba"])
+        kept = away_from(cameras, references)
+        if len(kept) < cameras.shape[0]:
+            cameras = cameras[torch.tensor(kept, dtype=torch.long)]
+        if kept:
+            score("azimuth ", cameras, render_known_object(obj, cameras, supersample=4)["rgba"])
+    if references and not any(view["name"] != "reference" for view in views):
+        listed = ", ".join(f"{azimuth:g}" for azimuth in references)
+        raise UserInputError(f"every held-out view lies at a reference photo's azimuth ({listed}): choose another "
+                             "--num-views")
 
     report: Dict[str, Any] = {
         "run": str(config.load_config),
         "ground_truth": obj.name if obj is not None else str(config.posed_images),
         "background": list(background),
         "views": views,
+        "reference_azimuths": references,
         "summary": summarise(views),
         "geometry": geometry_report(pipeline, model, reference, obj, posed, config),
     }
