@@ -11,6 +11,15 @@ run from its checkpoint, on the same data written at `--photo-size`, and both st
 reference view at the photo's resolution against the photo, and the held-out views.
 
     .venv/bin/python benchmarks/oracle_recovery.py --steps 300 --size 128 --photo-size 512 --refine-steps 100
+
+With `--views A B ...` the known object is photographed from each of those azimuths (degrees, the first the main
+reference) and written as the several-photo folder sin-preprocess makes (docs/inputs.md), so that every view gets
+the reference losses; `--guidance none` trains without a prior (the photos alone), `--guidance oracle` (the default)
+with the pixel oracle. The held-out views leave out every reference azimuth: the default 8 (22.5 + 45 k degrees from
+the main view) miss 0/90/180/270 by construction, and with another `--num-views` a view at a photo's azimuth is
+dropped (sin-evaluate's rule).
+
+    .venv/bin/python benchmarks/oracle_recovery.py --steps 300 --size 64 --guidance none --views 0 90 180 270
 """
 
 from __future__ import annotations
@@ -22,8 +31,22 @@ import time
 from pathlib import Path
 
 
-def build_config(args: argparse.Namespace, data: Path, output_dir: Path):
+def decibels(value) -> str:
+    """A PSNR to two decimals, or "-" where no view was scored (a half of the circle left to the photos)."""
+    return "-" if value is None else f"{value:.2f}"
+
+
+def guidance_config(args: argparse.Namespace):
+    """The prior of `--guidance`: the pixel oracle of the known object, or none."""
+    from single_image_nerf.guidance.base import NoGuidanceConfig
     from single_image_nerf.guidance.oracle import OracleGuidanceConfig
+
+    if args.guidance == "none":
+        return NoGuidanceConfig()
+    return OracleGuidanceConfig(known_object=args.object, weight=args.weight)
+
+
+def build_config(args: argparse.Namespace, data: Path, output_dir: Path):
     from single_image_nerf.method_configs import coarse_trainer_config, headless
 
     config = headless(coarse_trainer_config(max_steps=args.steps), args.device, output_dir)
@@ -33,6 +56,7 @@ def build_config(args: argparse.Namespace, data: Path, output_dir: Path):
     pipeline.datamanager.data = data
     pipeline.datamanager.dataparser.image_size = args.size
     pipeline.datamanager.dataparser.recenter = False  # the known object keeps its true scale and place
+    pipeline.datamanager.dataparser.reference_azimuth = args.views[0]  # where the main photo was taken
     novel = pipeline.datamanager.novel_views
     novel.resolution = args.novel_resolution
     novel.views_per_step = args.views_per_step
@@ -42,12 +66,11 @@ def build_config(args: argparse.Namespace, data: Path, output_dir: Path):
     for group in config.optimizers.values():
         group["optimizer"].lr = args.lr
         group["scheduler"].lr_final = args.lr * args.lr_final_ratio
-    pipeline.guidance = OracleGuidanceConfig(known_object=args.object, weight=args.weight)
+    pipeline.guidance = guidance_config(args)
     return config
 
 
 def build_refine_config(args: argparse.Namespace, coarse_config: Path, output_dir: Path):
-    from single_image_nerf.guidance.oracle import OracleGuidanceConfig
     from single_image_nerf.method_configs import headless, refine_trainer_config
 
     config = headless(refine_trainer_config(max_steps=args.refine_steps), args.device, output_dir)
@@ -63,7 +86,7 @@ def build_refine_config(args: argparse.Namespace, coarse_config: Path, output_di
     model.seed_num_points = args.hidden_points
     model.contextual_vgg_weights = args.contextual_vgg_weights
     model.contextual_loss_mult = args.contextual_loss_mult
-    pipeline.guidance = OracleGuidanceConfig(known_object=args.object, weight=args.weight)
+    pipeline.guidance = guidance_config(args)
     return config
 
 
@@ -149,6 +172,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="reference image side, pixels")
     parser.add_argument("--novel-resolution", type=int, default=64, help="novel-view render side, pixels")
     parser.add_argument("--views-per-step", type=int, default=1)
+    parser.add_argument("--views", type=float, nargs="+", default=[0.0],
+                        help="azimuths of the reference photos, degrees (the first the main reference; e.g. 0 180)")
+    parser.add_argument("--guidance", choices=("oracle", "none"), default="oracle",
+                        help="the prior on novel views: the pixel oracle of the known object, or none (photos alone)")
     parser.add_argument("--eval-resolution", type=int, default=None, help="held-out render side (default: --size)")
     parser.add_argument("--num-views", type=int, default=8, help="held-out azimuths")
     parser.add_argument("--weight", type=float, default=1000.0, help="oracle loss weight (the RGB loss is x1000)")
@@ -177,7 +204,7 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from single_image_nerf.known_objects import ReferenceView, get_known_object, write_reference_folder
+    from single_image_nerf.known_objects import ReferenceView, get_known_object, write_reference_views_folder
     from single_image_nerf.scripts import evaluate as E
 
     if args.device is None:
@@ -198,7 +225,8 @@ def main() -> None:
         run_refine(args, pipeline, args.coarse_config, data, root)
         return
     args.photo_size = args.photo_size or args.size
-    data = write_reference_folder(get_known_object(args.object), root / "data", ReferenceView(size=args.photo_size))
+    data = write_reference_views_folder(get_known_object(args.object), root / "data", args.views,
+                                        ReferenceView(size=args.photo_size))
     config = build_config(args, data, root / "outputs")
     config.set_timestamp()
     config.save_config()  # the refine stage reads it
@@ -217,8 +245,9 @@ def main() -> None:
                                       geometry_views=0 if reports else 12, geometry_resolution=64, clip_model=None)
         reports[supersample] = E.evaluate_pipeline(trainer.pipeline, evaluation)
     report = reports[args.supersample[0]]
-    print(f"{args.object}: {args.steps} steps, reference {args.size} px, novel views {args.novel_resolution} px x "
-          f"{args.views_per_step}/step, {train_seconds:.0f} s training on {args.device} "
+    print(f"{args.object}: {args.steps} steps, guidance {args.guidance}, reference photos at "
+          f"{' '.join(f'{v:g}' for v in args.views)}, reference {args.size} px, novel views {args.novel_resolution} px "
+          f"x {args.views_per_step}/step, {train_seconds:.0f} s training on {args.device} "
           f"({1000 * train_seconds / args.steps:.0f} ms/step)")
     columns = [f"PSNR, {s}x{s} rays/pixel | SSIM, {s}x{s}" for s in args.supersample]
     print("| view | azimuth offset | " + " | ".join(columns) + " |")
@@ -230,9 +259,9 @@ def main() -> None:
     for supersample, each in reports.items():
         summary = each["summary"]
         held_out = [view for view in each["views"] if view["name"] != "reference"]
-        print(f"{supersample}x{supersample} rays/pixel: held-out mean {summary['held_out']['psnr']:.2f} dB, front "
-              f"{summary['front']['psnr']:.2f}, back {summary['back']['psnr']:.2f}, worst "
-              f"{min(v['psnr'] for v in held_out):.2f}")
+        print(f"{supersample}x{supersample} rays/pixel: held-out mean {decibels(summary['held_out']['psnr'])} dB, "
+              f"front {decibels(summary['front']['psnr'])}, back {decibels(summary['back']['psnr'])}, worst "
+              f"{decibels(min(v['psnr'] for v in held_out))}")
     print(f"F-score {report['geometry']['f_score']:.3f}, Chamfer {report['geometry']['chamfer']:.4f}")
     if args.json is not None:
         E.write_report({"by_supersample": {str(k): v for k, v in reports.items()},
