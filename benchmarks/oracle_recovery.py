@@ -41,7 +41,7 @@ def guidance_config(args: argparse.Namespace):
     from single_image_nerf.guidance.base import NoGuidanceConfig
     from single_image_nerf.guidance.oracle import OracleGuidanceConfig
 
-    if args.guidance == "none":
+    if getattr(args, "guidance", "oracle") == "none":
         return NoGuidanceConfig()
     return OracleGuidanceConfig(known_object=args.object, weight=args.weight)
 
@@ -56,7 +56,9 @@ def build_config(args: argparse.Namespace, data: Path, output_dir: Path):
     pipeline.datamanager.data = data
     pipeline.datamanager.dataparser.image_size = args.size
     pipeline.datamanager.dataparser.recenter = False  # the known object keeps its true scale and place
-    pipeline.datamanager.dataparser.reference_azimuth = args.views[0]  # where the main photo was taken
+    views = getattr(args, "views", None)  # other benchmarks build on this config without photos of their own
+    if views:
+        pipeline.datamanager.dataparser.reference_azimuth = views[0]  # where the main photo was taken
     novel = pipeline.datamanager.novel_views
     novel.resolution = args.novel_resolution
     novel.views_per_step = args.views_per_step

@@ -79,14 +79,17 @@ def camera_vector(elevation: Tensor, azimuth: Tensor, radius: Tensor, reference_
     return torch.stack([delta_polar, torch.sin(delta_azimuth), torch.cos(delta_azimuth), last], dim=-1)
 
 
-def relative_camera_vector(cameras: Cameras, reference: Cameras, absolute_polar: bool = False) -> Tensor:
-    """`camera_vector` of each camera of `cameras` relative to the single camera `reference`, both read from their
-    camera-to-world matrices (on the device of `cameras`; nothing is read back)."""
+def relative_camera_vector(cameras: Cameras, reference: Cameras | Tensor, absolute_polar: bool = False,
+                           nearest: Optional[Tensor] = None) -> Tensor:
+    """`camera_vector` of each camera of `cameras` relative to a reference camera, both read from their
+    camera-to-world matrices (on the device of `cameras`; nothing is read back). `reference` holds the reference
+    cameras (Cameras, or their (V, 3, 4) matrices); `nearest` (B,) picks each camera's, else the first serves all."""
     from single_image_nerf.data.camera_sampling import pose_angles
 
     azimuth, elevation, radius = pose_angles(cameras.camera_to_worlds)
-    ref_azimuth, ref_elevation, ref_radius = (v.reshape(-1)[:1].to(azimuth.device)
-                                              for v in pose_angles(reference.camera_to_worlds))
+    poses = reference if isinstance(reference, Tensor) else reference.camera_to_worlds
+    angles = (v.reshape(-1).to(azimuth.device) for v in pose_angles(poses.reshape(-1, 3, 4)))
+    ref_azimuth, ref_elevation, ref_radius = (v[:1] if nearest is None else v[nearest] for v in angles)
     return camera_vector(elevation, azimuth, radius, ref_elevation, ref_azimuth, ref_radius, absolute_polar)
 
 
@@ -333,14 +336,10 @@ class Zero123Guidance(ScoreDistillationGuidance):
         """Each camera's conditioning on its nearest reference view: the (B, 1, D) cross-attention states (that view's
         image embedding and the camera's numbers relative to that view, projected) and the (B, 4, h, w) latent of
         that view. Nothing is read back to the host."""
-        from single_image_nerf.data.camera_sampling import pose_angles
-
         cameras = cameras.to(self.device)
         nearest = self.nearest_views(cameras)
-        azimuth, elevation, radius = pose_angles(cameras.camera_to_worlds)
-        view_azimuth, view_elevation, view_radius = (value[nearest] for value in pose_angles(self.view_poses))
-        camera = camera_vector(elevation, azimuth, radius, view_elevation, view_azimuth, view_radius,
-                               absolute_polar=self.camera_embedding == "stable-zero123")
+        camera = relative_camera_vector(cameras, self.view_poses, self.camera_embedding == "stable-zero123",
+                                        nearest=nearest)
         states = project_camera(self.projection, self.image_embeddings[nearest], camera)
         return states, self.reference_latents[nearest]
 
