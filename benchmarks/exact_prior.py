@@ -45,16 +45,18 @@ VIEW_NAMES = ("front", "side", "back", "overhead")
 
 
 # ------------------------------------------------------------------------------------------ the closed form
-def exact_denoise(noisy: Tensor, bank: Tensor, log_prior: Tensor, abar: Tensor) -> Tuple[Tensor, Tensor]:
+def exact_denoise(noisy: Tensor, bank: Tensor, log_prior: Tensor, abar: Tensor,
+                  bank_norms: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """(eps_hat, x0_hat) of the minimum-MSE denoiser over `bank` (N, D) with prior weights exp(`log_prior`) (B, N),
     for `noisy` latents (B, ...) at cumulative alphas `abar` (B,). Computed in float64; the |x_t|^2 term, the same
-    for every i, is left out of the softmax."""
+    for every i, is left out of the softmax. `bank_norms`: the bank's squared norms (N,), when kept."""
     shape = noisy.shape
     x = noisy.reshape(shape[0], -1).double()
     data = bank.double()
+    norms = (data * data).sum(1) if bank_norms is None else bank_norms.double()
     abar = abar.double().reshape(-1, 1)
     scale = abar.sqrt()
-    logits = log_prior.double() + (2.0 * scale * (x @ data.T) - abar * (data * data).sum(1)[None]) / (2.0 * (1.0 - abar))
+    logits = log_prior.double() + (2.0 * scale * (x @ data.T) - abar * norms[None]) / (2.0 * (1.0 - abar))
     weights = torch.softmax(logits, dim=1)
     x0 = weights @ data
     eps = (x - scale * x0) / (1.0 - abar).sqrt()
@@ -265,6 +267,7 @@ class ExactDenoiser(torch.nn.Module):
             raise ValueError(f"the exact prior predicts epsilon; the folder's scheduler says {prediction_type!r}")
         self.latent_shape = tuple(bank_latents.shape[1:])
         self.register_buffer("bank", bank_latents.flatten(1).double(), persistent=False)
+        self.register_buffer("bank_norms", (self.bank * self.bank).sum(1), persistent=False)
         self.register_buffer("alphas_cumprod", alphas_cumprod.double().clone(), persistent=False)
         self.condition = condition
         self.latent_channels = latent_channels
@@ -280,7 +283,8 @@ class ExactDenoiser(torch.nn.Module):
                              "the bank at the size the guidance encodes")
         timestep = torch.as_tensor(timestep, device=self.bank.device).reshape(-1).expand(sample.shape[0]).long()
         log_prior = self.condition.log_prior(sample.float(), encoder_hidden_states.float()).to(self.bank.device)
-        eps, x0 = exact_denoise(noisy.to(self.bank.device), self.bank, log_prior, self.alphas_cumprod[timestep])
+        eps, x0 = exact_denoise(noisy.to(self.bank.device), self.bank, log_prior, self.alphas_cumprod[timestep],
+                                self.bank_norms)
         self.last_x0 = x0
         eps = eps.to(sample.device, sample.dtype)
         return UNet2DConditionOutput(sample=eps) if return_dict else (eps,)
