@@ -154,29 +154,25 @@ _STABLE_ZERO123_GUIDANCE = {
     "anneal_end": Sourced(200.0 / 600.0, f"{TS_STABLE_ZERO123} (to step 200 of max_steps 600)"),
 }
 
-_MAGIC123_SD = {
-    "weight": Sourced(0.025, f"{TS_MAGIC123_COARSE} lambda_sd 0.025 against lambda_rgb 1000"),
-    "guidance_scale": Sourced(100.0, f"{TS_MAGIC123_COARSE} guidance.guidance_scale 100"),
-    **_fixed_t((0.2, 0.6), f"{TS_MAGIC123_COARSE} min/max_step_percent 0.2, 0.6"),
-}
 
-_MAGIC123_ZERO123 = {
-    "weight": Sourced(1.0, f"{TS_MAGIC123_COARSE} lambda_3d_sd 1 against lambda_rgb 1000"),
-    "guidance_scale": Sourced(5.0, f"{TS_MAGIC123_COARSE} guidance_3d.guidance_scale 5"),
-    **_fixed_t((0.2, 0.6), f"{TS_MAGIC123_COARSE} min/max_step_percent 0.2, 0.6"),
-}
+def _magic123_sd(config: str) -> Dict[str, Sourced]:
+    """Magic123's 2D prior as threestudio's `config` sets it (the coarse and refine stages agree)."""
+    return {"weight": Sourced(0.025, f"{config} lambda_sd 0.025 against lambda_rgb 1000"),
+            "guidance_scale": Sourced(100.0, f"{config} guidance.guidance_scale 100"),
+            **_fixed_t((0.2, 0.6), f"{config} min/max_step_percent 0.2, 0.6")}
 
-_MAGIC123_REFINE_SD = {
-    "weight": Sourced(0.025, f"{TS_MAGIC123_REFINE} lambda_sd 0.025 against lambda_rgb 1000"),
-    "guidance_scale": Sourced(100.0, f"{TS_MAGIC123_REFINE} guidance.guidance_scale 100"),
-    **_fixed_t((0.2, 0.6), f"{TS_MAGIC123_REFINE} min/max_step_percent 0.2, 0.6"),
-}
 
-_MAGIC123_REFINE_ZERO123 = {
-    "weight": Sourced(1.0, f"{TS_MAGIC123_REFINE} lambda_3d_sd 1 against lambda_rgb 1000"),
-    "guidance_scale": Sourced(5.0, f"{TS_MAGIC123_REFINE} guidance_3d.guidance_scale 5"),
-    **_fixed_t((0.2, 0.6), f"{TS_MAGIC123_REFINE} min/max_step_percent 0.2, 0.6"),
-}
+def _magic123_zero123(config: str) -> Dict[str, Sourced]:
+    """Magic123's 3D prior as threestudio's `config` sets it (the coarse and refine stages agree)."""
+    return {"weight": Sourced(1.0, f"{config} lambda_3d_sd 1 against lambda_rgb 1000"),
+            "guidance_scale": Sourced(5.0, f"{config} guidance_3d.guidance_scale 5"),
+            **_fixed_t((0.2, 0.6), f"{config} min/max_step_percent 0.2, 0.6")}
+
+
+_MAGIC123_SD = _magic123_sd(TS_MAGIC123_COARSE)
+_MAGIC123_ZERO123 = _magic123_zero123(TS_MAGIC123_COARSE)
+_MAGIC123_REFINE_SD = _magic123_sd(TS_MAGIC123_REFINE)
+_MAGIC123_REFINE_ZERO123 = _magic123_zero123(TS_MAGIC123_REFINE)
 
 _JOINT = {"weight": Sourced(1.0, f"{TS_MAGIC123_COARSE} (each prior's own lambda against lambda_rgb 1000 = ours)")}
 _UNIT = {"weight": Sourced(1.0, "no prior of its own: the loss as it is")}
