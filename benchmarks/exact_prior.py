@@ -17,10 +17,13 @@ The condition is decoded from what the guidance hands the UNet, never from the p
   that view, binned by the same thresholds from each render's camera position; the unconditional branch (the
   negative prompt) is uniform over the whole bank.
 - Zero123: the camera numbers [Δpolar, sin Δazimuth, cos Δazimuth, Δradius] reach the UNet through the folder's
-  projection, whose first four outputs carry them verbatim (`exact_prior_folders.py`). They are turned back into a
-  camera position by Zero-1-to-3's own convention (`zero123_target_position`), and pi is a Gaussian kernel in the
-  angle between camera directions and in radius. Stable Zero123's fourth number is the reference's absolute polar
-  angle. The unconditional branch (zero states and a zero reference latent) is uniform over the whole bank.
+  projection, whose first four outputs carry them verbatim (`exact_prior_folders.py`). They are relative to the
+  reference view whose latent the row carries (the nearest to the camera, with several photos): that view is found
+  by matching the row's concatenated latent to the guidance's reference latents, and the numbers are turned back
+  into a camera position from it by Zero-1-to-3's own convention (`zero123_target_position`); pi is a Gaussian
+  kernel in the angle between camera directions and in radius. Stable Zero123's fourth number is the reference's
+  absolute polar angle. The unconditional branch (zero states and a zero reference latent) is uniform over the
+  whole bank.
 
 The bank holds true renders over white at the novel views' size, on a grid of azimuth, elevation, radius and field
 of view (`BankSpec`), rendered once and cached; they are encoded by the guidance's own `encode` (the affine latent
@@ -75,10 +78,11 @@ def zero123_spherical(position: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
 
 def zero123_target_position(numbers: Tensor, reference_position: Tensor, absolute_polar: bool = False) -> Tensor:
     """The camera position (B, 3) that Zero123's camera numbers (B, 4) stand for, relative to the reference camera at
-    `reference_position` (3,). Zero-1-to-3's `get_T` defines [θ_target - θ_cond, sin(φ_target - φ_cond),
-    cos(φ_target - φ_cond), z_target - z_cond]; Stable Zero123 (threestudio's stable_zero123_guidance.get_cond)
-    puts the reference's polar angle deg2rad(90 - elevation) in the last entry and keeps the reference's distance."""
-    theta_ref, azimuth_ref, distance_ref = zero123_spherical(reference_position.reshape(1, 3).double())
+    `reference_position` (3,), or to each row's own at (B, 3). Zero-1-to-3's `get_T` defines [θ_target - θ_cond,
+    sin(φ_target - φ_cond), cos(φ_target - φ_cond), z_target - z_cond]; Stable Zero123 (threestudio's
+    stable_zero123_guidance.get_cond) puts the reference's polar angle deg2rad(90 - elevation) in the last entry and
+    keeps the reference's distance."""
+    theta_ref, azimuth_ref, distance_ref = zero123_spherical(reference_position.reshape(-1, 3).double())
     numbers = numbers.double()
     delta_theta, sine, cosine, last = numbers.unbind(-1)
     if absolute_polar:
@@ -231,23 +235,46 @@ class PromptCondition:
 
 class CameraCondition:
     """pi of the Zero123 exact prior: a Gaussian kernel about the camera position its numbers decode to, in the
-    angle between directions (`sigma_degrees`) and in distance (`sigma_radius`)."""
+    angle between directions (`sigma_degrees`) and in distance (`sigma_radius`). The numbers are relative to the
+    reference view whose latent the row carries, one of `reference_latents` (V, C, h, w) taken from
+    `reference_positions` (V, 3)."""
 
-    def __init__(self, positions: Tensor, reference_position: Tensor, sigma_degrees: float = 2.5,
-                 sigma_radius: float = 0.1, absolute_polar: bool = False, latent_channels: int = 4) -> None:
+    def __init__(self, positions: Tensor, reference_positions: Tensor, reference_latents: Tensor,
+                 sigma_degrees: float = 2.5, sigma_radius: float = 0.1, absolute_polar: bool = False,
+                 latent_channels: int = 4, tolerance: float = 1e-2) -> None:
         self.directions = torch.nn.functional.normalize(positions.double(), dim=-1)
         self.distances = positions.double().norm(dim=-1)
-        self.reference_position = reference_position.double().reshape(3)
+        self.reference_positions = reference_positions.double().reshape(-1, 3).cpu()
+        self.reference_latents = reference_latents.flatten(1).double().cpu()
+        if self.reference_latents.shape[0] != self.reference_positions.shape[0]:
+            raise ValueError(f"{self.reference_latents.shape[0]} reference latents for "
+                             f"{self.reference_positions.shape[0]} reference positions")
         self.sigma = math.radians(sigma_degrees)
         self.sigma_radius = sigma_radius
         self.absolute_polar = absolute_polar
         self.latent_channels = latent_channels
+        self.tolerance = tolerance
         self.last_targets: Optional[Tensor] = None
+        self.last_references: Optional[Tensor] = None
+
+    def reference_views(self, concat: Tensor, conditional: Tensor) -> Tensor:
+        """(B,) index of the reference view whose latent each row's concatenated latent `concat` (B, ...) is: the
+        nearest in L2, which must match to `tolerance` (relative) on the `conditional` rows; 0 on the others."""
+        distance = torch.cdist(concat.flatten(1).double().cpu(), self.reference_latents)
+        index = distance.argmin(dim=1)
+        relative = distance.gather(1, index[:, None])[:, 0] / self.reference_latents[index].norm(dim=1).clamp_min(1e-12)
+        conditional = conditional.cpu()
+        if bool((relative[conditional] > self.tolerance).any()):
+            raise ValueError(f"a concatenated latent matches none of the reference views' latents (relative distance "
+                             f"{float(relative[conditional].max()):.3g})")
+        return torch.where(conditional, index, torch.zeros_like(index))
 
     def log_prior(self, sample: Tensor, states: Tensor) -> Tensor:
         concat = sample[:, self.latent_channels:].flatten(1)
         unconditional = (concat == 0).all(dim=1) & (states.flatten(1) == 0).all(dim=1)
-        target = zero123_target_position(states[:, 0, :4].cpu(), self.reference_position, self.absolute_polar)
+        self.last_references = self.reference_views(concat, ~unconditional)
+        target = zero123_target_position(states[:, 0, :4].cpu(), self.reference_positions[self.last_references],
+                                         self.absolute_polar)
         self.last_targets = target
         direction = torch.nn.functional.normalize(target, dim=-1)
         angle = torch.acos((direction @ self.directions.T).clamp(-1.0, 1.0))
@@ -298,7 +325,7 @@ class ExactPriorOptions:
     object_name: str
     """The known object whose renders are the data."""
     reference_position: Tuple[float, float, float]
-    """The reference camera's centre (the photo's camera), in world units."""
+    """The main reference camera's centre (the main photo's camera), in world units."""
     reference_fov: float
     """The reference camera's vertical field of view (Zero123 answers at it: it is blind to the field of view)."""
     resolution: int
@@ -381,10 +408,23 @@ def exact_stable_diffusion(guidance, options: ExactPriorOptions) -> ExactDenoise
                          guidance.prediction_type).to(guidance.device)
 
 
+def reference_positions(guidance, options: ExactPriorOptions, tolerance: float = 1e-3) -> Tensor:
+    """(V, 3) centres of a `Zero123Guidance`'s reference views, main first; the main one must be
+    `options.reference_position` (to `tolerance`, world units), where the bank's world puts the photo's camera."""
+    positions = guidance.view_poses[:, :3, 3].double().cpu()
+    expected = torch.tensor(options.reference_position, dtype=torch.float64)
+    if not torch.allclose(positions[0], expected, rtol=0.0, atol=tolerance):
+        raise ValueError(f"the guidance's main reference camera is at {positions[0].tolist()}, the exact prior's at "
+                         f"{expected.tolist()}: the data's world and the bank's disagree")
+    return positions
+
+
 def exact_zero123(guidance, options: ExactPriorOptions) -> ExactDenoiser:
-    """The exact denoiser for a `Zero123Guidance`: its camera numbers decoded, its bank encoded by it."""
+    """The exact denoiser for a `Zero123Guidance`: its camera numbers decoded relative to the reference view whose
+    latent each row carries, its bank encoded by it."""
+    references = reference_positions(guidance, options)
     bank = render_bank(options.object_name, zero123_bank_spec(options), options.cache_dir)
-    condition = CameraCondition(bank.positions, torch.tensor(options.reference_position), options.sigma_degrees,
+    condition = CameraCondition(bank.positions, references, guidance.reference_latents, options.sigma_degrees,
                                 options.sigma_radius, absolute_polar=guidance.camera_embedding == "stable-zero123")
     return ExactDenoiser(encode_bank(guidance, bank.images), condition, guidance.alphas_cumprod.cpu(),
                          guidance.prediction_type).to(guidance.device)

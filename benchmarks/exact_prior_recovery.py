@@ -15,7 +15,13 @@ It reports held-out PSNR per view (`sin-evaluate`'s scoring, as oracle_recovery)
 view, the F-score, steps and wall time, the widest azimuth the novel cameras reached, and writes a strip of held-out
 views (truth above, recovered below) as a PNG.
 
-    .venv/bin/python benchmarks/exact_prior_recovery.py --prior zero123 --setting default --object box --steps 300
+With `--views A B ...` the known object is photographed from each of those azimuths (degrees, the first the main
+reference) into the several-photo folder (as in oracle_recovery): every view gets the reference losses, and Zero123
+conditions each novel camera on its nearest photo, which the exact prior decodes from the latent it is given. The
+held-out views leave out every photo's azimuth (the default 8 miss 0/90/180/270).
+
+    .venv/bin/python benchmarks/exact_prior_recovery.py --prior zero123 --setting default --object box --steps 300 \
+        --views 0 90 180 270
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -93,6 +100,7 @@ def build_config(args: argparse.Namespace, data: Path, output_dir: Path, view, f
         config.pipeline.datamanager.data = data
         config.pipeline.datamanager.dataparser.image_size = args.size
         config.pipeline.datamanager.dataparser.recenter = False  # the known object keeps its true scale and place
+    config.pipeline.datamanager.dataparser.reference_azimuth = args.views[0]  # where the main photo was taken
     config.steps_per_save = 10**9
     config.steps_per_eval_image = 10**9
     config.pipeline.guidance = prior_config(args, folders)
@@ -170,6 +178,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--size", type=int, default=64, help="reference image side the run trains on, pixels")
     parser.add_argument("--photo-size", type=int, default=256, help="side of the written photo (rgba.png), pixels")
+    parser.add_argument("--views", type=float, nargs="+", default=[0.0],
+                        help="azimuths of the reference photos, degrees (the first the main reference; e.g. 0 180)")
     parser.add_argument("--novel-resolution", type=int, default=64, help="novel-view side in the control setting")
     parser.add_argument("--views-per-step", type=int, default=1, help="novel views per step in the control setting")
     parser.add_argument("--lr", type=float, default=1e-2, help="learning rate in the control setting")
@@ -197,7 +207,7 @@ def main() -> None:
     from exact_prior import ExactPriorOptions, default_cache_dir, install_exact_priors  # noqa: E402
     from exact_prior_folders import build_exact_prior_folders  # noqa: E402
 
-    from single_image_nerf.known_objects import ReferenceView, get_known_object, write_reference_folder
+    from single_image_nerf.known_objects import ReferenceView, get_known_object, write_reference_views_folder
     from single_image_nerf.scripts import evaluate as E
 
     if args.threads:
@@ -208,14 +218,15 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="exact-prior-"))
     view = ReferenceView(size=args.photo_size)
     obj = get_known_object(args.object)
-    data = write_reference_folder(obj, root / "data", view)
+    data = write_reference_views_folder(obj, root / "data", args.views, view)
     config = build_config(args, data, root / "outputs", view, folders)
     config.set_timestamp()
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     pipeline = trainer.pipeline
     novel = pipeline.datamanager.config.novel_views
-    options = ExactPriorOptions(object_name=args.object, reference_position=reference_position(view),
+    main_view = replace(view, azimuth=args.views[0])
+    options = ExactPriorOptions(object_name=args.object, reference_position=reference_position(main_view),
                                 reference_fov=view.fov, resolution=novel.resolution,
                                 elevation_range=tuple(novel.elevation_range), radius_range=tuple(novel.radius_range),
                                 fov_range=tuple(novel.fov_range), sigma_degrees=args.sigma_degrees,
@@ -239,7 +250,8 @@ def main() -> None:
     summary = report["summary"]
     label = f"{args.prior}" + (f" (SD scale {args.sd_guidance_scale:g})" if args.sd_guidance_scale is not None else "")
     label += "".join(f", {assignment}" for assignment in args.set)
-    print(f"{args.object}, {label}, {args.setting} setting: {args.steps} steps in {seconds:.0f} s "
+    print(f"{args.object}, {label}, {args.setting} setting, reference photos at "
+          f"{' '.join(f'{v:g}' for v in args.views)}: {args.steps} steps in {seconds:.0f} s "
           f"({1000 * seconds / args.steps:.0f} ms/step; bank {bank_seconds:.0f} s), novel views {novel.resolution} px, "
           f"widest novel azimuth {widest:.1f} deg")
     print("| view | " + " | ".join(f"{v['azimuth_offset']:+.1f}" for v in held_out) + " |")
@@ -254,7 +266,7 @@ def main() -> None:
         print(f"strip: {args.strip}")
     if args.json is not None:
         E.write_report({"report": report, "train_seconds": seconds, "bank_seconds": bank_seconds,
-                        "widest_azimuth": widest, "reached": reached, "steps": args.steps,
+                        "widest_azimuth": widest, "reached": reached, "steps": args.steps, "views": args.views,
                         "args": {k: str(v) for k, v in vars(args).items()}}, args.json)
 
 

@@ -159,6 +159,53 @@ def test_zero123_condition_decodes_each_cameras_true_position(folders, tmp_path,
     assert bool((unconditional == 0).all())
 
 
+def folder_guidance(root: Path, folders: dict, azimuths) -> object:
+    """The Zero123 guidance of a tiny coarse run on a folder of box photos from `azimuths` (the first the main
+    view), built by the real dataparser and pipeline as the benchmark builds it."""
+    from tiny_training import tiny_config
+
+    from single_image_nerf.guidance.zero123 import Zero123GuidanceConfig
+    from single_image_nerf.known_objects import get_known_object, write_reference_views_folder
+
+    data = write_reference_views_folder(get_known_object("box"), root / "data", azimuths, REFERENCE)
+    config = tiny_config(data, root / "outputs", steps=1, image_size=32, novel_resolution=32)
+    config.pipeline.datamanager.dataparser.recenter = False
+    config.pipeline.guidance = Zero123GuidanceConfig(model_path=str(folders["zero123"]))
+    config.set_timestamp()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return trainer.pipeline.guidance
+
+
+@pytest.mark.parametrize("azimuths", [(0.0,), (0.0, 180.0)])
+def test_zero123_numbers_decode_from_the_reference_view_each_camera_was_given(folders, tmp_path, offline_hub,
+                                                                             azimuths):
+    guidance = folder_guidance(tmp_path, folders, azimuths)
+    assert guidance.reference_latents.shape[0] == len(azimuths)
+    install_exact_priors(guidance, options(tmp_path / "banks"))
+    condition = guidance.unet.condition
+    # Near the front, near the back (beside it and above it) and at a side.
+    cameras = orbit_cameras(torch.tensor([20.0, 160.0, -150.0, 80.0]), torch.tensor([10.0, 5.0, 25.0, 0.0]),
+                            torch.full((4,), 2.8), torch.full((4,), 40.0), 32, 32)
+    nearest = [0, 1, 1, 0] if len(azimuths) == 2 else [0, 0, 0, 0]
+    assert guidance.nearest_views(cameras).tolist() == nearest
+    states, reference = guidance.conditioning(cameras)
+    guidance.score(torch.randn(4, 4, 32, 32), states, step=0, reference=reference)  # one UNet call on [uncond; cond]
+    assert condition.last_references.tolist() == [0] * 4 + nearest
+    assert torch.allclose(condition.last_targets[4:].float(), cameras.camera_to_worlds[:, :3, 3], atol=1e-4)
+    if len(azimuths) == 1:  # one photo: the numbers decode from the main camera exactly as before several photos
+        before = zero123_target_position(states[:, 0, :4], torch.tensor(REFERENCE_POSITION))
+        assert torch.equal(condition.last_targets[4:], before)
+
+
+def test_zero123_exact_prior_refuses_a_main_reference_the_data_does_not_have(folders, tmp_path, offline_hub):
+    from single_image_nerf.guidance.zero123 import Zero123GuidanceConfig
+
+    guidance = Zero123GuidanceConfig(model_path=str(folders["zero123"])).setup(context=context())
+    with pytest.raises(ValueError, match="the data's world and the bank's disagree"):
+        install_exact_priors(guidance, options(tmp_path, reference_position=(0.0, REFERENCE.radius, 0.0)))
+
+
 # --------------------------------------------------------------------------------------------- short runs
 SIDE_OFFSETS = (67.5, 112.5, -112.5, -67.5)
 """Held-out azimuths (of 8) whose views show the box's left or right faces, which differ in colour."""
