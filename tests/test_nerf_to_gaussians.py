@@ -331,3 +331,48 @@ def test_default_reference_seeds_stay_joined_when_zoomed_in():
         error = ((image[0] - truth) ** 2).mean(dim=-1)[interior]
         scores[scale] = -10.0 * math.log10(float(error.mean()))
     assert scores[None] > 28.0 and scores[None] > scores[0.2] + 8.0, scores
+
+
+def test_two_photos_split_the_surface_they_share_by_which_faces_it_more_squarely():
+    """Photos from azimuths 0 (+X) and 90 (+Y) both see the quarter of the sphere between them. Each photo's seeds
+    keep its colour; where both see the sphere, the camera facing the surface more squarely wins it, so the split
+    falls on the bisecting plane (azimuth 45 about the centre); no surface is left without a seed, and no hidden
+    seed is seen by either camera."""
+    from single_image_nerf.refine.nerf_to_gaussians import hidden_from_view
+
+    size = 48
+    views = [sphere_view(size, azimuth) for azimuth in (0.0, 90.0)]
+    photos = []
+    for view, colour in zip(views, ([1.0, 0.0, 0.0], [0.0, 0.0, 1.0])):
+        photo = torch.zeros(size, size, 4)
+        photo[..., :3] = torch.tensor(colour)
+        photo[..., 3] = torch.isfinite(analytic_first_hit(view)).reshape(size, size).float()
+        photos.append(photo)
+    seeds = reference_view_seeds(sphere_density, sphere_albedo, AABB, LEVEL, photos[0], views[0],
+                                 num_hidden_points=1000, resolution=64, reference_depth="level-set",
+                                 hidden_depth="level-set", other_views=[(photos[1], views[1])])
+    front = seeds.reference_visible
+    red, blue = front & (seeds.colors[:, 0] == 1.0), front & (seeds.colors[:, 2] == 1.0) & (seeds.colors[:, 0] == 0.0)
+    assert int(red.sum()) > 300 and int(blue.sum()) > 300 and int((red | blue).sum()) == int(front.sum())
+    assert seeds.counts["overlap_pixels"] > 50  # each photo gave up its oblique half of the shared quarter
+    radial = seeds.means - torch.tensor(SPHERE_CENTRE)
+    azimuth = torch.rad2deg(torch.atan2(radial[:, 1], radial[:, 0]))
+    # The split: red seeds stay on their side of azimuth 45, blue seeds on theirs (a pixel's width of slack).
+    assert azimuth[red].max() < 45.0 + 4.0 and azimuth[blue].min() > 45.0 - 4.0
+    # Both photos reach the bisector, so the shared quarter is covered: seeds on either side within a few degrees.
+    assert azimuth[red].max() > 45.0 - 4.0 and azimuth[blue].min() < 45.0 + 4.0
+    for view in views:
+        distance = analytic_first_hit(view)
+        assert hidden_from_view(seeds.means[~front], view, distance, 0.03).all()
+
+
+def test_one_photo_seeds_as_before_when_no_other_view_is_given():
+    size = 32
+    view = sphere_view(size)
+    photo = torch.rand(size, size, 4, generator=torch.Generator().manual_seed(5))
+    photo[..., 3] = torch.isfinite(analytic_first_hit(view)).reshape(size, size).float()
+    kwargs = dict(num_hidden_points=300, resolution=48, seed=2)
+    alone = reference_view_seeds(sphere_density, sphere_albedo, AABB, LEVEL, photo, view, **kwargs)
+    listed = reference_view_seeds(sphere_density, sphere_albedo, AABB, LEVEL, photo, view, other_views=(), **kwargs)
+    torch.testing.assert_close(alone.means, listed.means)
+    assert alone.counts["overlap_pixels"] == 0

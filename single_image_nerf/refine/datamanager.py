@@ -1,10 +1,11 @@
-"""The refine stage's datamanager: the single-image datamanager whose reference batch is the whole reference image."""
+"""The refine stage's datamanager: the single-image datamanager whose reference batch is a whole reference image."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Dict, Tuple, Type
 
+import torch
 from nerfstudio.cameras.cameras import Cameras
 
 from single_image_nerf.data.datamanager import NovelViewConfig, SingleImageDataManager, SingleImageDataManagerConfig
@@ -32,13 +33,22 @@ class RefineDataManager(SingleImageDataManager):
     config: RefineDataManagerConfig
 
     def next_train(self, step: int) -> Tuple[Cameras, Dict]:
-        """The reference camera (1 camera) and its data: "image" (H, W, 4) RGBA and, when the data has depth, "depth"
+        """A reference camera (1 camera) and its data: "image" (H, W, 4) RGBA and, when the data has depth, "depth"
         (H, W, 1), left on the CPU: the model reads the image size there for free and copies what it renders from
-        to its device without waiting. Outside training, the single-image datamanager's behaviour."""
+        to its device without waiting. With several photos, the reference views take turns, main first, one a step
+        (as splatfacto takes one training image a step). Outside training, the single-image datamanager's
+        behaviour."""
         if self.test_mode != "val":
             return super().next_train(step)
         self.train_count += 1
-        return self.train_dataset.cameras[0:1], self.train_dataset[0]
+        views = self.reference_views
+        if not views:
+            return self.train_dataset.cameras[0:1], self.train_dataset[0]
+        view = views[(self.train_count - 1) % len(views)]
+        batch = {"image": torch.as_tensor(view["rgba"], dtype=torch.float32)}
+        if view.get("depth") is not None:
+            batch["depth"] = torch.as_tensor(view["depth"], dtype=torch.float32)[..., None]
+        return view["camera"], batch
 
     def next_eval(self, step: int) -> Tuple[Cameras, Dict]:
         """As `next_train`, from the evaluation dataset (the same single view)."""

@@ -2,14 +2,15 @@
 
 `nerf_to_gaussians`: points on the density level set, colours from the albedo field, scales from the distances to
 their nearest neighbours. `reference_view_seeds` (Make-It-3D's textured point cloud): every foreground pixel of the
-photo is carried along its ray to the first crossing of the same level set and becomes a Gaussian of the photo's
-colour; the rest of the level set, hidden from the reference camera, is seeded from the field as above.
+photo is carried along its ray onto the coarse surface and becomes a Gaussian of the photo's colour (with several
+photos, each photo's pixels, the photo facing a surface more squarely keeping it where two see it); the rest of the
+level set, hidden from every reference camera, is seeded from the field as above.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Optional, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 import math
 
@@ -335,19 +336,124 @@ def hidden_from_view(points: Tensor, view: PinholeView, reference_distance: Tens
     return (pixel < 0) | (distance > first + tolerance)
 
 
-def hidden_surface_points(surface: Surface, count: int, view: PinholeView, reference_distance: Tensor,
-                          tolerance: float, generator: torch.Generator, rounds: int = 8) -> Tensor:
+def hidden_from_every_view(points: Tensor, views: Sequence[Tuple[PinholeView, Tensor]], tolerance: float) -> Tensor:
+    """(N,) True for the `points` that no reference camera sees (`hidden_from_view` for each (view, its per-pixel
+    first-surface distances) of `views`)."""
+    hidden = torch.ones(points.shape[0], dtype=torch.bool)
+    for view, reference_distance in views:
+        hidden &= hidden_from_view(points, view, reference_distance, tolerance)
+    return hidden
+
+
+def hidden_surface_points(surface: Surface, count: int, views: Sequence[Tuple[PinholeView, Tensor]], tolerance: float,
+                          generator: torch.Generator, rounds: int = 8) -> Tensor:
     """`count` points (or fewer, if the hidden surface is too small to find them in `rounds` draws) spread uniformly
-    by area over the part of `surface` the reference camera does not see (`hidden_from_view`)."""
+    by area over the part of `surface` that no reference camera sees (`hidden_from_every_view`)."""
     kept, found = [], 0
     for _ in range(rounds):
         candidates = sample_surface(surface, max(2 * count, 1024), generator)
-        hidden = hidden_from_view(candidates, view, reference_distance, tolerance)
+        hidden = hidden_from_every_view(candidates, views, tolerance)
         kept.append(candidates[hidden])
         found += int(hidden.sum())
         if found >= count:
             break
     return torch.cat(kept)[:count]
+
+
+@dataclass
+class PhotoPixelSeeds:
+    """One reference view's foreground pixels carried onto the coarse surface (`photo_pixel_seeds`)."""
+
+    view: PinholeView
+    """The view's camera."""
+    means: Tensor
+    """(P, 3) where each chosen pixel's seed sits."""
+    colors: Tensor
+    """(P, 3) the pixels' colours."""
+    scales: Tensor
+    """(P, 3) isotropic scales: `reference_scale` pixels at the seed's depth."""
+    distance: Tensor
+    """(H*W,) distance along every pixel's ray to its seed (background pixels: the first crossing), inf where none:
+    what this camera sees first, for the visibility tests."""
+    foreground: Tensor
+    """(H*W,) bool: the photo's foreground (alpha above 0.5)."""
+    counts: Dict[str, int]
+    """Foreground pixels, those whose ray missed the coarse level set, and those of them seeded all the same."""
+
+
+def photo_pixel_seeds(grid: DensityGrid, level: float, rgba: Tensor, view: PinholeView,
+                      reference_depth: Literal["level-set", "expected"], reference_scale: float,
+                      max_reference_points: int, generator: torch.Generator) -> PhotoPixelSeeds:
+    """One seed per foreground pixel of `rgba` (H, W, 4) seen through `view` (see `reference_view_seeds`)."""
+    rgba = torch.as_tensor(rgba, dtype=torch.float32).cpu()
+    if tuple(rgba.shape[:2]) != (view.height, view.width):
+        raise ValueError(f"reference image {tuple(rgba.shape[:2])} does not match the camera "
+                         f"({view.height}, {view.width})")
+    origin, directions = view.pixel_rays()
+    depths = march_depths(grid, origin, directions, level, expected=reference_depth == "expected")
+    distance = depths.crossing
+    foreground = rgba.reshape(-1, 4)[:, 3] > 0.5
+    missed = foreground & ~torch.isfinite(distance)
+    # Every foreground pixel gets one seed: where its ray misses the coarse level set (a coarse silhouette smaller
+    # than the photo's), at the ray's densest sample or at the nearest crossing pixel's distance.
+    seed_distance = fill_missed_depths(distance, foreground, depths.peak_distance, depths.peak_density, level,
+                                       view.height, view.width)
+    if depths.expected is not None:
+        # Where the coarse render puts each pixel's depth; a ray that meets no density keeps the fallback above.
+        use = foreground & torch.isfinite(depths.expected)
+        seed_distance = torch.where(use, depths.expected, seed_distance)
+    chosen = torch.nonzero(foreground & torch.isfinite(seed_distance)).squeeze(-1)
+    if 0 < max_reference_points < chosen.numel():
+        chosen = chosen[torch.randperm(chosen.numel(), generator=generator)[:max_reference_points].sort().values]
+    means = origin + seed_distance[chosen, None] * directions[chosen]
+    forward = -(directions[chosen] @ view.camera_to_world[:, 2])  # cosine to the optical axis: depth = t cos
+    scales = (reference_scale * seed_distance[chosen] * forward / view.fx).clamp_min(1e-6)[:, None].expand(-1, 3)
+    return PhotoPixelSeeds(view=view, means=means, colors=rgba.reshape(-1, 4)[chosen, :3], scales=scales,
+                           distance=seed_distance, foreground=foreground,
+                           counts={"foreground_pixels": int(foreground.sum()), "missed_pixels": int(missed.sum()),
+                                   "filled_pixels": int((missed & torch.isfinite(seed_distance)).sum())})
+
+
+def facing(points: Tensor, normals: Tensor, view: PinholeView) -> Tensor:
+    """(N,) cosine between each point's outward unit normal and the direction from it to the camera of `view`."""
+    return (normals * torch.nn.functional.normalize(view.camera_to_world[:, 3] - points, dim=-1)).sum(dim=-1)
+
+
+def seen_on_photo(points: Tensor, photo: PhotoPixelSeeds, tolerance: float) -> Tensor:
+    """(N,) True for the `points` that `photo` seeds too: they project onto its foreground, within `tolerance` of
+    the distance its own seeds sit at there or at a neighbouring pixel (a grazing surface changes depth by more than
+    the tolerance within one pixel)."""
+    view = photo.view
+    image = photo.distance.masked_fill(~photo.foreground, float("nan")).reshape(1, 1, view.height, view.width)
+    farthest = torch.nn.functional.max_pool2d(image.nan_to_num(-float("inf"), -float("inf"), -float("inf")), 3,
+                                              stride=1, padding=1).reshape(-1)
+    nearest = -torch.nn.functional.max_pool2d(-image.nan_to_num(float("inf"), float("inf"), float("inf")), 3,
+                                              stride=1, padding=1).reshape(-1)
+    pixel, distance = view.project(points)
+    inside = pixel >= 0
+    index = pixel.clamp_min(0)
+    return (inside & photo.foreground[index] & (distance >= nearest[index] - tolerance)
+            & (distance <= farthest[index] + tolerance))
+
+
+def frontal_owners(grid: DensityGrid, photos: Sequence[PhotoPixelSeeds], tolerance: float) -> List[Tensor]:
+    """For each photo's seeds, (P,) True where it keeps them: where another photo seeds the same surface
+    (`seen_on_photo`), the one that faces it more squarely (`facing`, about the surface's normal there) wins, the
+    earlier photo on a tie. One photo keeps every seed."""
+    kept = []
+    for index, photo in enumerate(photos):
+        keep = torch.ones(photo.means.shape[0], dtype=torch.bool)
+        if len(photos) > 1 and photo.means.shape[0]:
+            normals = grid_normals(grid, photo.means)
+            own = facing(photo.means, normals, photo.view)
+            for other_index, other in enumerate(photos):
+                if other_index == index:
+                    continue
+                other_facing = facing(photo.means, normals, other.view)
+                better = (other_facing > own) | ((other_facing == own) & (other_index < index))
+                keep &= ~(better & seen_on_photo(photo.means, other, tolerance))
+        kept.append(keep)
+    return kept
 
 
 def reference_view_seeds(
@@ -373,51 +479,35 @@ def reference_view_seeds(
     seed: int = 0,
     chunk: int = 1 << 16,
     progress: Optional[ProgressFn] = None,
+    other_views: Sequence[Tuple[Tensor, PinholeView]] = (),
 ) -> GaussianSeeds:
-    """Seeds that keep the photo: first one per foreground pixel of `rgba` (H, W, 4; alpha above 0.5) seen through
+    """Seeds that keep the photos: first one per foreground pixel of `rgba` (H, W, 4; alpha above 0.5) seen through
     `view`, at the ray's expected termination distance through the density (where a render puts the pixel's depth;
     with `reference_depth` "level-set", at its first crossing of {density = level}), with the pixel's colour, opacity
     `reference_opacity` and an isotropic scale of `reference_scale` pixels at its depth (`max_reference_points` > 0
-    keeps an evenly drawn subset of at most that many); then `num_hidden_points` drawn on the rest of the level set,
-    which the reference camera does not see (`hidden_surface_points`), each moved along its normal onto the rendered
-    surface (`settle_on_rendered_surface` within `surface_search`; with `hidden_depth` "level-set", left on the level
-    set), coloured by `albedo_fn` there and sized as `nerf_to_gaussians` does. `reference_visible` marks the first
-    group; `counts` records the split."""
+    keeps an evenly drawn subset of at most that many per photo); the same for each further photo of `other_views`
+    ((rgba, view) pairs), where two photos seed the same surface the one facing it more squarely keeping its seeds
+    (`frontal_owners`); then `num_hidden_points` drawn on the rest of the level set, which no reference camera sees
+    (`hidden_surface_points`), each moved along its normal onto the rendered surface (`settle_on_rendered_surface`
+    within `surface_search`; with `hidden_depth` "level-set", left on the level set), coloured by `albedo_fn` there
+    and sized as `nerf_to_gaussians` does. `reference_visible` marks the photos' seeds; `counts` records the split."""
     for name, value in (("reference_depth", reference_depth), ("hidden_depth", hidden_depth)):
         if value not in ("level-set", "expected"):
             raise ValueError(f"{name} must be 'level-set' or 'expected', not {value!r}")
-    rgba = torch.as_tensor(rgba, dtype=torch.float32).cpu()
-    if tuple(rgba.shape[:2]) != (view.height, view.width):
-        raise ValueError(f"reference image {tuple(rgba.shape[:2])} does not match the camera "
-                         f"({view.height}, {view.width})")
     grid = evaluate_grid(density_fn, aabb, resolution, chunk=chunk, progress=progress)
     surface = extract_surface(grid, level)
-    origin, directions = view.pixel_rays()
-    depths = march_depths(grid, origin, directions, level, expected=reference_depth == "expected")
-    distance = depths.crossing
-    foreground = rgba.reshape(-1, 4)[:, 3] > 0.5
-    missed = foreground & ~torch.isfinite(distance)
-    # Every foreground pixel gets one seed: where its ray misses the coarse level set (a coarse silhouette smaller
-    # than the photo's), at the ray's densest sample or at the nearest crossing pixel's distance.
-    seed_distance = fill_missed_depths(distance, foreground, depths.peak_distance, depths.peak_density, level,
-                                       view.height, view.width)
-    if depths.expected is not None:
-        # Where the coarse render puts each pixel's depth; a ray that meets no density keeps the fallback above.
-        use = foreground & torch.isfinite(depths.expected)
-        seed_distance = torch.where(use, depths.expected, seed_distance)
-    chosen = torch.nonzero(foreground & torch.isfinite(seed_distance)).squeeze(-1)
     generator = torch.Generator().manual_seed(seed)
-    if 0 < max_reference_points < chosen.numel():
-        chosen = chosen[torch.randperm(chosen.numel(), generator=generator)[:max_reference_points].sort().values]
-    front = origin + seed_distance[chosen, None] * directions[chosen]
-    forward = -(directions[chosen] @ view.camera_to_world[:, 2])  # cosine to the optical axis: depth = t cos
-    front_scales = (reference_scale * seed_distance[chosen] * forward / view.fx).clamp_min(1e-6)[:, None].expand(-1, 3)
-    back = hidden_surface_points(surface, num_hidden_points, view, seed_distance, visibility_tolerance, generator) \
+    photos = [photo_pixel_seeds(grid, level, image, camera, reference_depth, reference_scale, max_reference_points,
+                                generator) for image, camera in [(rgba, view), *other_views]]
+    owned = frontal_owners(grid, photos, visibility_tolerance)
+    front = torch.cat([photo.means[keep] for photo, keep in zip(photos, owned)])
+    seen = [(photo.view, photo.distance) for photo in photos]
+    back = hidden_surface_points(surface, num_hidden_points, seen, visibility_tolerance, generator) \
         if num_hidden_points > 0 else torch.zeros(0, 3)
     back_normals = grid_normals(grid, back) if back.shape[0] else torch.zeros(0, 3)
     if hidden_depth == "expected":  # where no longer hidden once moved, a point stays on the level set
         settled = settle_on_rendered_surface(grid, back, back_normals, surface_search)
-        still_hidden = hidden_from_view(settled, view, seed_distance, visibility_tolerance)
+        still_hidden = hidden_from_every_view(settled, seen, visibility_tolerance)
         back = torch.where(still_hidden[:, None], settled, back)
     colours = []
     with torch.no_grad():
@@ -429,20 +519,22 @@ def reference_view_seeds(
     # camera sees the surface at its silhouette edge-on, so a disc there does not spill over the photo's outline.
     back_quats = quats_from_z_axes(back_normals) if back.shape[0] else torch.zeros(0, 4)
     back_scales = back_scales * torch.tensor([1.0, 1.0, float(hidden_flatness)])
-    front_quats = torch.zeros(chosen.numel(), 4)
-    front_quats[:, 0] = 1.0
     count_front, count_back = front.shape[0], back.shape[0]
+    front_quats = torch.zeros(count_front, 4)
+    front_quats[:, 0] = 1.0
+    counts = {"reference": count_front, "hidden": count_back}
+    for key in ("foreground_pixels", "missed_pixels", "filled_pixels"):
+        counts[key] = sum(photo.counts[key] for photo in photos)
+    counts["overlap_pixels"] = sum(int((~keep).sum()) for keep in owned)  # left to a photo facing them more squarely
     return GaussianSeeds(
         means=torch.cat([front, back]).float(),
-        colors=torch.cat([rgba.reshape(-1, 4)[chosen, :3], back_colours.clamp(0.0, 1.0)]),
-        scales=torch.cat([front_scales.float(), back_scales.float()]),
+        colors=torch.cat([*(photo.colors[keep] for photo, keep in zip(photos, owned)), back_colours.clamp(0.0, 1.0)]),
+        scales=torch.cat([*(photo.scales[keep].float() for photo, keep in zip(photos, owned)), back_scales.float()]),
         quats=torch.cat([front_quats, back_quats]),
         opacities=torch.cat([torch.full((count_front, 1), float(reference_opacity)),
                              torch.full((count_back, 1), float(opacity))]),
         reference_visible=torch.cat([torch.ones(count_front, dtype=torch.bool), torch.zeros(count_back, dtype=torch.bool)]),
-        counts={"reference": count_front, "hidden": count_back, "foreground_pixels": int(foreground.sum()),
-                "missed_pixels": int(missed.sum()),
-                "filled_pixels": int((missed & torch.isfinite(seed_distance)).sum())},
+        counts=counts,
     )
 
 

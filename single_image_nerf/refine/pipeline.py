@@ -132,10 +132,14 @@ class RefinePipeline(SingleImagePipeline):
                       f"(density level {model_config.seed_density_level}).", soft_wrap=True, highlight=False)
         if seeds.counts:
             counts = seeds.counts
-            CONSOLE.print(f"Seeds: {counts['reference']} from the reference view ({int(reference.width)}x"
+            photos = self.datamanager.reference_view_count
+            source = "the reference view" if photos == 1 else f"the {photos} reference views"
+            overlap = f", {counts['overlap_pixels']} left to a view facing their surface more squarely" \
+                if photos > 1 else ""
+            CONSOLE.print(f"Seeds: {counts['reference']} from {source} ({int(reference.width)}x"
                           f"{int(reference.height)} px, {counts['foreground_pixels']} foreground pixels, "
                           f"{counts['missed_pixels']} of them missing the coarse surface, {counts['filled_pixels']} "
-                          f"of those seeded along their ray), {counts['hidden']} from the coarse "
-                          f"field where the reference camera does not see.", soft_wrap=True, highlight=False)
+                          f"of those seeded along their ray{overlap}), {counts['hidden']} from the coarse "
+                          f"field where no reference camera sees.", soft_wrap=True, highlight=False)
         if model_config.contextual_loss_mult > 0:
             self.model.prepare_contextual_loss()

@@ -284,15 +284,22 @@ class RefineSplatModel(SplatfactoModel):
     @torch.no_grad()
     def seed_from_coarse_model(self, coarse_model, reference_camera: Optional[Cameras] = None) -> GaussianSeeds:
         """Replace the Gaussians by seeds on the coarse model's density level set: with `reference_camera` (and
-        seed_from_reference on), the photo's pixels on the surface that camera sees and the field's colours on the
-        rest (`reference_view_seeds`); otherwise the field's colours everywhere (`nerf_to_gaussians`)."""
+        seed_from_reference on), the photo's pixels on the surface that camera sees (and those of every further
+        reference view of several photos, the view facing a surface more squarely winning it) and the field's
+        colours on the rest (`reference_view_seeds`); otherwise the field's colours everywhere
+        (`nerf_to_gaussians`)."""
         config = self.config
         common = dict(resolution=config.seed_grid_resolution, opacity=config.seed_opacity,
                       scale_multiplier=config.seed_scale_multiplier, seed=config.seed)
         if config.seed_from_reference and reference_camera is not None:
-            rgba = torch.as_tensor(self.kwargs["metadata"]["rgba"], dtype=torch.float32)
+            metadata = self.kwargs["metadata"]
+            rgba = torch.as_tensor(metadata["rgba"], dtype=torch.float32)
+            other_views = [(torch.as_tensor(view["rgba"], dtype=torch.float32),
+                            PinholeView.from_cameras(view["camera"].to("cpu")))
+                           for view in (metadata.get("reference_views") or [])[1:]]
             seeds = reference_seeds_from_model(
                 coarse_model, config.seed_density_level, rgba, PinholeView.from_cameras(reference_camera.to("cpu")),
+                other_views=other_views,
                 num_hidden_points=config.seed_num_points, max_reference_points=config.seed_reference_points,
                 reference_opacity=config.seed_reference_opacity, reference_scale=config.seed_reference_scale,
                 visibility_tolerance=config.seed_visibility_tolerance, hidden_flatness=config.seed_hidden_flatness,
