@@ -20,15 +20,32 @@ the main view) miss 0/90/180/270 by construction, and with another `--num-views`
 dropped (sin-evaluate's rule).
 
     .venv/bin/python benchmarks/oracle_recovery.py --steps 300 --size 64 --guidance none --views 0 90 180 270
+
+With several `--views`, `--recentre` says how the photos are cut before training, at the photo's own size and with
+sin-preprocess's border: `shared` (the default) cuts them alike as sin-preprocess does with several photos (one
+fraction of every photo, centred), `per-photo` cuts each around its own object as a one-photo sin-preprocess would,
+the baseline whose object size and rotation axis change between views. The run's field of view is the one the main
+view's crop implies. Besides PSNR, the run is scored by silhouette IoU: its opacity above one half against the true
+object's alpha above one half, at every held-out view and, apart, at each reference camera.
+
+Both arms are scored by one rule: the truth is the known object at the run's camera poses, seen through the photo's
+camera cut as the main view was cut (the main crop's focal length and principal point). Views cut otherwise than the
+main one (per-photo) disagree with that truth, and the run's silhouettes show by how much.
+
+    .venv/bin/python benchmarks/oracle_recovery.py --steps 300 --size 64 --guidance none --views 0 90 180 270 \
+        --recentre per-photo
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
+from typing import List
 
 
 def decibels(value) -> str:
@@ -59,6 +76,8 @@ def build_config(args: argparse.Namespace, data: Path, output_dir: Path):
     views = getattr(args, "views", None)  # other benchmarks build on this config without photos of their own
     if views:
         pipeline.datamanager.dataparser.reference_azimuth = views[0]  # where the main photo was taken
+    if getattr(args, "reference_fov", None) is not None:
+        pipeline.datamanager.dataparser.reference_fov = args.reference_fov  # the main view's crop's
     novel = pipeline.datamanager.novel_views
     novel.resolution = args.novel_resolution
     novel.views_per_step = args.views_per_step
@@ -92,20 +111,28 @@ def build_refine_config(args: argparse.Namespace, coarse_config: Path, output_di
     return config
 
 
-def photo_psnr(pipeline, photo_rgba, size: int) -> float:
-    """PSNR of the run's render of the reference camera at `size` pixels against the photo (both over white)."""
+@contextlib.contextmanager
+def evaluating(model):
+    """The model in eval mode for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def photo_psnr(pipeline, photo_rgba, size: int, fov: float) -> float:
+    """PSNR of the run's render of the reference camera (field of view `fov`) at `size` pixels against the photo
+    (both over white)."""
     import torch
 
     from single_image_nerf.known_objects import ReferenceView, composite, reference_cameras
     from single_image_nerf.scripts import evaluate as E
 
-    model = pipeline.model
-    was_training = model.training
-    model.eval()
-    try:
-        rendered = E.render_run(model, reference_cameras(ReferenceView(size=size)), (1.0, 1.0, 1.0))["rgb"][0]
-    finally:
-        model.train(was_training)
+    with evaluating(pipeline.model) as model:
+        camera = reference_cameras(ReferenceView(size=size, fov=fov))
+        rendered = E.render_run(model, camera, (1.0, 1.0, 1.0))["rgb"][0]
     truth = composite(photo_rgba, (1.0, 1.0, 1.0)).permute(2, 0, 1)
     return float(-10.0 * torch.log10(((rendered - truth) ** 2).mean().clamp_min(1e-10)))
 
@@ -118,9 +145,107 @@ def score_stage(pipeline, args: argparse.Namespace, photo_rgba) -> dict:
                                   clip_model=None)
     report = E.evaluate_pipeline(pipeline, evaluation)
     held_out = [view["psnr"] for view in report["views"] if view["name"] != "reference"]
-    return {"reference_photo_psnr": photo_psnr(pipeline, photo_rgba, args.photo_size),
+    return {"reference_photo_psnr": photo_psnr(pipeline, photo_rgba, args.photo_size, args.reference_fov),
             "held_out_psnr": report["summary"]["held_out"]["psnr"], "held_out_worst": min(held_out),
             "views": report["views"]}
+
+
+def view_crops(alphas, recentre: str, border: float, size: int) -> list:
+    """The square each view's photo is cut by (recentre.py's `SquareCrop`s, output `size` pixels): `shared`, as
+    sin-preprocess cuts several photos (`common_square_crops`: one fraction of every photo, centred); `per-photo`, as
+    a one-photo sin-preprocess cuts each (`square_crop` around its own mask)."""
+    from single_image_nerf.preprocess.recentre import common_square_crops, mask_bbox, square_crop
+
+    boxes = [mask_bbox(alpha > 0) for alpha in alphas]
+    if recentre == "per-photo":
+        return [square_crop(box, border, size) for box in boxes]
+    return common_square_crops(boxes, [alpha.shape[:2] for alpha in alphas], border, size)
+
+
+def crop_fov(crop, photo_side: int, photo_fov: float) -> float:
+    """Vertical field of view (degrees) of a photo's camera cut to `crop`: a square `crop.side` pixels of a photo
+    whose `photo_side` pixels span `photo_fov` spans 2 atan(tan(photo_fov / 2) side / photo_side)."""
+    half = math.tan(math.radians(photo_fov) / 2.0) * crop.side / photo_side
+    return math.degrees(2.0 * math.atan(half))
+
+
+def recentre_views(data: Path, recentre: str, photo_fov: float) -> list:
+    """Cuts every view of the several-photo folder `data` (photos of one side, field of view `photo_fov`) as
+    `view_crops` says, at the photo's own size with sin-preprocess's border, and rewrites its files: rgba.png as
+    sin-preprocess resamples it (`apply_crop`), depth.npy by the same window (nearest-neighbour when enlarged, so edge
+    pixels keep the surface's depth rather than mixing in the background's zeros), and in meta.json the crop box and
+    the field of view it implies. Returns the crops, main view first."""
+    import numpy as np
+    from PIL import Image
+
+    from single_image_nerf.preprocess.pipeline import PreprocessOptions
+    from single_image_nerf.preprocess.recentre import apply_crop
+    from single_image_nerf.preprocess.views import VIEWS_KEY
+
+    folders = [data / view["folder"] for view in json.loads((data / "meta.json").read_text())[VIEWS_KEY]]
+    photos = [np.asarray(Image.open(folder / "rgba.png")) for folder in folders]
+    side = photos[0].shape[0]
+    crops = view_crops([photo[..., 3] for photo in photos], recentre, PreprocessOptions().border, side)
+    for folder, photo, crop in zip(folders, photos, crops):
+        Image.fromarray(apply_crop(photo[..., :3], photo[..., 3], crop), mode="RGBA").save(folder / "rgba.png")
+        if (folder / "depth.npy").is_file():
+            np.save(folder / "depth.npy", crop.apply(np.load(folder / "depth.npy"), upscale="nearest"))
+        meta = json.loads((folder / "meta.json").read_text())
+        meta.update(crop_box=list(crop.box), fov=crop_fov(crop, side, photo_fov))
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return crops
+
+
+def truth_cameras(cameras, crop, photo_side: int, photo_fov: float):
+    """`cameras` (square) with the intrinsics of the photo's camera cut to `crop`: the focal length and principal
+    point of the crop, scaled to each camera's side."""
+    from nerfstudio.cameras.cameras import Cameras
+
+    scale = cameras.width.float() / crop.side
+    focal = photo_side / 2.0 / math.tan(math.radians(photo_fov) / 2.0)
+    return Cameras(camera_to_worlds=cameras.camera_to_worlds, fx=focal * scale, fy=focal * scale,
+                   cx=(photo_side / 2.0 - crop.x0) * scale, cy=(photo_side / 2.0 - crop.y0) * scale,
+                   width=cameras.width, height=cameras.height, camera_type=cameras.camera_type)
+
+
+def silhouette_iou(run_alpha, true_alpha) -> List[float]:
+    """IoU of each view's two silhouettes, (B, H, W) opacities each above one half."""
+    run, truth = run_alpha > 0.5, true_alpha > 0.5
+    overlap = (run & truth).flatten(1).sum(1).float()
+    return (overlap / (run | truth).flatten(1).sum(1).clamp_min(1)).tolist()
+
+
+def camera_ious(model, cameras, obj, main_crop, args: argparse.Namespace) -> List[float]:
+    """`silhouette_iou` of the run at `cameras` against `obj` at their `truth_cameras` (the main view's crop)."""
+    from single_image_nerf.known_objects import render_known_object
+    from single_image_nerf.scripts import evaluate as E
+
+    run_alpha = E.render_run(model, cameras, (1.0, 1.0, 1.0), args.supersample[0])["accumulation"]
+    truth = truth_cameras(cameras, main_crop, args.photo_size, args.photo_fov)
+    return silhouette_iou(run_alpha, render_known_object(obj, truth, supersample=4)["rgba"][..., 3])
+
+
+def silhouette_scores(pipeline, main_crop, args: argparse.Namespace) -> dict:
+    """Silhouette IoU at sin-evaluate's held-out cameras (none at a photo's azimuth) and, apart, at each reference
+    camera, with their mean over the held-out views."""
+    import torch
+
+    from single_image_nerf.known_objects import get_known_object
+    from single_image_nerf.scripts import evaluate as E
+
+    obj = get_known_object(args.object)
+    reference = E.reference_camera(pipeline).to("cpu")
+    cameras = E.held_out_cameras(reference, args.num_views, None, args.eval_resolution)
+    cameras = cameras[torch.tensor(E.away_from(cameras, E.extra_reference_azimuths(pipeline)), dtype=torch.long)]
+    offsets = E.azimuth_offset(cameras, E.camera_orbit(reference)["azimuth"]).reshape(-1).tolist()
+    views = pipeline.datamanager.train_dataparser_outputs.metadata.get("reference_views") or [
+        {"camera": reference, "azimuth": E.camera_orbit(reference)["azimuth"]}]
+    with evaluating(pipeline.model) as model:
+        held_out = camera_ious(model, cameras, obj, main_crop, args)
+        photographed = [camera_ious(model, view["camera"].to("cpu"), obj, main_crop, args)[0] for view in views]
+    return {"held_out_mean": sum(held_out) / len(held_out),
+            "held_out": [{"azimuth_offset": offset, "iou": iou} for offset, iou in zip(offsets, held_out)],
+            "reference": [{"azimuth": float(view["azimuth"]), "iou": iou} for view, iou in zip(views, photographed)]}
 
 
 def run_refine(args: argparse.Namespace, coarse_pipeline, coarse_config: Path, data: Path, root: Path) -> None:
@@ -176,6 +301,9 @@ def main() -> None:
     parser.add_argument("--views-per-step", type=int, default=1)
     parser.add_argument("--views", type=float, nargs="+", default=[0.0],
                         help="azimuths of the reference photos, degrees (the first the main reference; e.g. 0 180)")
+    parser.add_argument("--recentre", choices=("shared", "per-photo"), default="shared",
+                        help="with several --views: cut the photos alike as sin-preprocess does (shared), or each "
+                             "around its own object as a one-photo sin-preprocess would (per-photo, the baseline)")
     parser.add_argument("--guidance", choices=("oracle", "none"), default="oracle",
                         help="the prior on novel views: the pixel oracle of the known object, or none (photos alone)")
     parser.add_argument("--eval-resolution", type=int, default=None, help="held-out render side (default: --size)")
@@ -202,11 +330,14 @@ def main() -> None:
                         help="refine from this earlier coarse run of the benchmark (its config.yml) instead of training "
                              "one; its data folder and settings are reused")
     args = parser.parse_args()
+    if args.recentre == "per-photo" and len(args.views) < 2:
+        parser.error("--recentre per-photo compares how several photos are cut: give two or more --views")
 
     import torch
     from PIL import Image
 
     from single_image_nerf.known_objects import ReferenceView, get_known_object, write_reference_views_folder
+    from single_image_nerf.preprocess.recentre import SquareCrop
     from single_image_nerf.scripts import evaluate as E
 
     if args.device is None:
@@ -224,11 +355,21 @@ def main() -> None:
         args.photo_size = args.photo_size or Image.open(data / "rgba.png").width
         args.steps = checkpoint_steps(args.coarse_config.parent / "nerfstudio_models")[-1] + 1
         args.size = coarse.pipeline.datamanager.dataparser.image_size
+        args.reference_fov = coarse.pipeline.datamanager.dataparser.reference_fov
         run_refine(args, pipeline, args.coarse_config, data, root)
         return
     args.photo_size = args.photo_size or args.size
-    data = write_reference_views_folder(get_known_object(args.object), root / "data", args.views,
-                                        ReferenceView(size=args.photo_size))
+    photo = ReferenceView(size=args.photo_size)
+    data = write_reference_views_folder(get_known_object(args.object), root / "data", args.views, photo)
+    main_crop = SquareCrop(x0=0, y0=0, side=args.photo_size, size=args.photo_size)  # one photo: used as written
+    if len(args.views) > 1:
+        main_crop = recentre_views(data, args.recentre, photo.fov)[0]
+    # The shared crop of the centred object is a square of `side` pixels about the photo's centre: a uniform zoom by
+    # photo_size / side, as if the photo had been taken with a field of view of 2 atan(tan(fov / 2) side / photo_size)
+    # (crop_fov). The run assumes that field of view, so that every truth it is scored against (sin-evaluate's
+    # held-out renders at its cameras, the silhouettes) is at the scale its photos show; per-photo takes the main
+    # view's own crop the same way.
+    args.photo_fov, args.reference_fov = photo.fov, crop_fov(main_crop, args.photo_size, photo.fov)
     config = build_config(args, data, root / "outputs")
     config.set_timestamp()
     config.save_config()  # the refine stage reads it
@@ -265,8 +406,14 @@ def main() -> None:
               f"front {decibels(summary['front']['psnr'])}, back {decibels(summary['back']['psnr'])}, worst "
               f"{decibels(min(v['psnr'] for v in held_out))}")
     print(f"F-score {report['geometry']['f_score']:.3f}, Chamfer {report['geometry']['chamfer']:.4f}")
+    silhouettes = silhouette_scores(trainer.pipeline, main_crop, args)
+    cut = f"{args.recentre} recentring" if len(args.views) > 1 else "one photo"
+    print(f"silhouette IoU ({cut}, field of view {args.reference_fov:.2f} deg): held-out mean "
+          f"{silhouettes['held_out_mean']:.3f}; held-out "
+          + ", ".join(f"{v['azimuth_offset']:+.1f} {v['iou']:.3f}" for v in silhouettes["held_out"])
+          + "; reference views " + ", ".join(f"{v['azimuth']:g} {v['iou']:.3f}" for v in silhouettes["reference"]))
     if args.json is not None:
-        E.write_report({"by_supersample": {str(k): v for k, v in reports.items()},
+        E.write_report({"by_supersample": {str(k): v for k, v in reports.items()}, "silhouette": silhouettes,
                         "args": {k: str(v) for k, v in vars(args).items()}, "train_seconds": train_seconds}, args.json)
 
 
