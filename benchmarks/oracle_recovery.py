@@ -21,11 +21,13 @@ dropped (sin-evaluate's rule).
 
     .venv/bin/python benchmarks/oracle_recovery.py --steps 300 --size 64 --guidance none --views 0 90 180 270
 
-With several `--views`, `--recentre` says how the photos are cut before training, at the photo's own size and with
-sin-preprocess's border: `shared` (the default) cuts them alike as sin-preprocess does with several photos (one
-fraction of every photo, centred), `per-photo` cuts each around its own object as a one-photo sin-preprocess would,
-the baseline whose object size and rotation axis change between views. The run's field of view is the one the main
-view's crop implies. Besides PSNR, the run is scored by silhouette IoU: its opacity above one half against the true
+With several `--views`, `--recentre` says how the photos are cut before training. `none` (the default) keeps them
+as rendered, every photo framed as a one-photo run's is, so that runs with 1, 2 and 4 photos are scored at one
+framing (a cut zooms the object, and a larger object in the frame lowers PSNR for the same errors). The other two
+cut at the photo's own size with sin-preprocess's border: `shared` cuts them alike as sin-preprocess does with
+several photos (one fraction of every photo, centred), `per-photo` cuts each around its own object as a one-photo
+sin-preprocess would, the baseline whose object size and rotation axis change between views. The run's field of
+view is the one the main view's crop implies. Besides PSNR, the run is scored by silhouette IoU: its opacity above one half against the true
 object's alpha above one half, at every held-out view and, apart, at each reference camera.
 
 Both arms are scored by one rule: the truth is the known object at the run's camera poses, seen through the photo's
@@ -301,9 +303,11 @@ def main() -> None:
     parser.add_argument("--views-per-step", type=int, default=1)
     parser.add_argument("--views", type=float, nargs="+", default=[0.0],
                         help="azimuths of the reference photos, degrees (the first the main reference; e.g. 0 180)")
-    parser.add_argument("--recentre", choices=("shared", "per-photo"), default="shared",
-                        help="with several --views: cut the photos alike as sin-preprocess does (shared), or each "
-                             "around its own object as a one-photo sin-preprocess would (per-photo, the baseline)")
+    parser.add_argument("--recentre", choices=("none", "shared", "per-photo"), default="none",
+                        help="with several --views: keep the photos as rendered, framed as a one-photo run is, so "
+                             "that runs with 1, 2 and 4 photos compare (none); cut them alike as sin-preprocess does "
+                             "(shared); or each around its own object as a one-photo sin-preprocess would (per-photo, "
+                             "the baseline)")
     parser.add_argument("--guidance", choices=("oracle", "none"), default="oracle",
                         help="the prior on novel views: the pixel oracle of the known object, or none (photos alone)")
     parser.add_argument("--eval-resolution", type=int, default=None, help="held-out render side (default: --size)")
@@ -330,8 +334,8 @@ def main() -> None:
                         help="refine from this earlier coarse run of the benchmark (its config.yml) instead of training "
                              "one; its data folder and settings are reused")
     args = parser.parse_args()
-    if args.recentre == "per-photo" and len(args.views) < 2:
-        parser.error("--recentre per-photo compares how several photos are cut: give two or more --views")
+    if args.recentre != "none" and len(args.views) < 2:
+        parser.error(f"--recentre {args.recentre} compares how several photos are cut: give two or more --views")
 
     import torch
     from PIL import Image
@@ -362,7 +366,7 @@ def main() -> None:
     photo = ReferenceView(size=args.photo_size)
     data = write_reference_views_folder(get_known_object(args.object), root / "data", args.views, photo)
     main_crop = SquareCrop(x0=0, y0=0, side=args.photo_size, size=args.photo_size)  # one photo: used as written
-    if len(args.views) > 1:
+    if args.recentre != "none":
         main_crop = recentre_views(data, args.recentre, photo.fov)[0]
     # The shared crop of the centred object is a square of `side` pixels about the photo's centre: a uniform zoom by
     # photo_size / side, as if the photo had been taken with a field of view of 2 atan(tan(fov / 2) side / photo_size)
@@ -407,7 +411,7 @@ def main() -> None:
               f"{decibels(min(v['psnr'] for v in held_out))}")
     print(f"F-score {report['geometry']['f_score']:.3f}, Chamfer {report['geometry']['chamfer']:.4f}")
     silhouettes = silhouette_scores(trainer.pipeline, main_crop, args)
-    cut = f"{args.recentre} recentring" if len(args.views) > 1 else "one photo"
+    cut = f"{args.recentre} recentring" if args.recentre != "none" else "photos as rendered"
     print(f"silhouette IoU ({cut}, field of view {args.reference_fov:.2f} deg): held-out mean "
           f"{silhouettes['held_out_mean']:.3f}; held-out "
           + ", ".join(f"{v['azimuth_offset']:+.1f} {v['iou']:.3f}" for v in silhouettes["held_out"])
