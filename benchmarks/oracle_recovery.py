@@ -27,8 +27,8 @@ framing (a cut zooms the object, and a larger object in the frame lowers PSNR fo
 cut at the photo's own size with sin-preprocess's border: `shared` cuts them alike as sin-preprocess does with
 several photos (one fraction of every photo, centred), `per-photo` cuts each around its own object as a one-photo
 sin-preprocess would, the baseline whose object size and rotation axis change between views. The run's field of
-view is the one the main view's crop implies. Besides PSNR, the run is scored by silhouette IoU: its opacity above one half against the true
-object's alpha above one half, at every held-out view and, apart, at each reference camera.
+view is the one the main view's crop implies. Besides PSNR, the run is scored by silhouette IoU: its opacity above
+one half against the true object's alpha above one half, at every held-out view and, apart, at each reference camera.
 
 Both arms are scored by one rule: the truth is the known object at the run's camera poses, seen through the photo's
 camera cut as the main view was cut (the main crop's focal length and principal point). Views cut otherwise than the
