@@ -230,15 +230,13 @@ def camera_ious(model, cameras, obj, main_crop, args: argparse.Namespace) -> Lis
 def silhouette_scores(pipeline, main_crop, args: argparse.Namespace) -> dict:
     """Silhouette IoU at sin-evaluate's held-out cameras (none at a photo's azimuth) and, apart, at each reference
     camera, with their mean over the held-out views."""
-    import torch
-
     from single_image_nerf.known_objects import get_known_object
     from single_image_nerf.scripts import evaluate as E
 
     obj = get_known_object(args.object)
     reference = E.reference_camera(pipeline).to("cpu")
-    cameras = E.held_out_cameras(reference, args.num_views, None, args.eval_resolution)
-    cameras = cameras[torch.tensor(E.away_from(cameras, E.extra_reference_azimuths(pipeline)), dtype=torch.long)]
+    cameras = E.held_out_away_from_photos(reference, args.num_views, None, args.eval_resolution,
+                                          E.photo_azimuths(pipeline))
     offsets = E.azimuth_offset(cameras, E.camera_orbit(reference)["azimuth"]).reshape(-1).tolist()
     views = pipeline.datamanager.train_dataparser_outputs.metadata.get("reference_views") or [
         {"camera": reference, "azimuth": E.camera_orbit(reference)["azimuth"]}]

@@ -109,7 +109,7 @@ def held_out_cameras(reference, count: int, elevation: Optional[float], resoluti
                          torch.full((count,), orbit["fov"]), size, size, reference_azimuth=orbit["azimuth"])
 
 
-def extra_reference_azimuths(pipeline) -> List[float]:
+def photo_azimuths(pipeline) -> List[float]:
     """Azimuths (degrees) of every reference camera of a several-photo run, main first; empty for one photo (its
     held-out views never meet the reference: they lie half a step from it)."""
     outputs = getattr(pipeline.datamanager, "train_dataparser_outputs", None)
@@ -123,6 +123,16 @@ def away_from(cameras, azimuths: List[float], tolerance: float = REFERENCE_AZIMU
         return list(range(cameras.shape[0]))
     distance = torch.stack([azimuth_offset(cameras, azimuth).abs().reshape(-1) for azimuth in azimuths]).amin(0)
     return [index for index, value in enumerate(distance.tolist()) if value > tolerance]
+
+
+def held_out_away_from_photos(reference, count: int, elevation: Optional[float], resolution: Optional[int],
+                              azimuths: List[float]):
+    """`held_out_cameras` less those at one of the photos' `azimuths` (`away_from`); None when none is left."""
+    cameras = held_out_cameras(reference, count, elevation, resolution)
+    kept = away_from(cameras, azimuths)
+    if len(kept) == cameras.shape[0]:
+        return cameras
+    return cameras[torch.tensor(kept, dtype=torch.long)] if kept else None
 
 
 def sphere_cameras(reference, count: int, resolution: int):
@@ -409,16 +419,14 @@ def _evaluate(pipeline, model, config: EvaluateConfig, scorer: ImageScorer) -> D
         reference_rgba = render_known_object(obj, reference, supersample=4)["rgba"][0] if obj else None
     if reference_rgba is not None:
         score("reference", reference, reference_rgba[None])
-    references = extra_reference_azimuths(pipeline)  # several photos: no held-out view at a photo's azimuth
+    references = photo_azimuths(pipeline)  # several photos: no held-out view at a photo's azimuth
     if posed is not None:
         for index in away_from(posed.cameras, references):
             score("azimuth ", posed.cameras[index : index + 1], posed.rgba[index][None])
     else:
-        cameras = held_out_cameras(reference, config.num_views, config.elevation, config.resolution)
-        kept = away_from(cameras, references)
-        if len(kept) < cameras.shape[0]:
-            cameras = cameras[torch.tensor(kept, dtype=torch.long)]
-        if kept:
+        cameras = held_out_away_from_photos(reference, config.num_views, config.elevation, config.resolution,
+                                            references)
+        if cameras is not None:
             score("azimuth ", cameras, render_known_object(obj, cameras, supersample=4)["rgba"])
     if references and not any(view["name"] != "reference" for view in views):
         listed = ", ".join(f"{azimuth:g}" for azimuth in references)
