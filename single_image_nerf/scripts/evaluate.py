@@ -127,7 +127,10 @@ def away_from(cameras, azimuths: List[float], tolerance: float = REFERENCE_AZIMU
 
 def held_out_away_from_photos(reference, count: int, elevation: Optional[float], resolution: Optional[int],
                               azimuths: List[float]):
-    """`held_out_cameras` less those at one of the photos' `azimuths` (`away_from`); None when none is left."""
+    """`held_out_cameras` less those at one of the photos' `azimuths` (`away_from`); None when none is left (or
+    `count` is 0: the reference and the geometry are scored alone)."""
+    if count == 0:
+        return None
     cameras = held_out_cameras(reference, count, elevation, resolution)
     kept = away_from(cameras, azimuths)
     if len(kept) == cameras.shape[0]:
@@ -428,7 +431,8 @@ def _evaluate(pipeline, model, config: EvaluateConfig, scorer: ImageScorer) -> D
                                             references)
         if cameras is not None:
             score("azimuth ", cameras, render_known_object(obj, cameras, supersample=4)["rgba"])
-    if references and not any(view["name"] != "reference" for view in views):
+    held_out = [view for view in views if view["name"] != "reference"]
+    if references and (posed is not None or config.num_views) and not held_out:
         listed = ", ".join(f"{azimuth:g}" for azimuth in references)
         raise UserInputError(f"every held-out view lies at a reference photo's azimuth ({listed}): choose another "
                              "--num-views")
