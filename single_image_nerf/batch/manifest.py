@@ -66,6 +66,8 @@ class ObjectRow:
 
 
 COLUMNS = tuple(f.name for f in fields(ObjectRow))
+PHOTOS_EXAMPLE = "front.jpg;back.jpg with azimuths 0;180"
+"""How a CSV cell names several photos of one object (shown in the lines that hint at it)."""
 
 
 def safe_name(text: str) -> str:
@@ -110,6 +112,35 @@ def _split(value: object, separators: str) -> List[object]:
     return [part for part in re.split(f"[{separators}]", str(value)) if part.strip()]
 
 
+TEXT_COLUMNS = ("name", "image", "caption", "prompt", "guidance", "mask_from")
+"""Columns whose values are text (in JSONL, strings; `image` also a list of strings)."""
+
+
+def _check_text(values: Dict[str, object], where: str) -> None:
+    """Refuses a JSON value that is not text where text is read (a number, true/false, an object or a list; in
+    `image`'s list, any item but a string): it would become a path or a caption the user never wrote."""
+    for column in TEXT_COLUMNS:
+        value = values.get(column)
+        items = value if column == "image" and isinstance(value, list) else [value]
+        for position, item in enumerate(items):
+            if item is None and not isinstance(value, list) or isinstance(item, str):
+                continue
+            what = "null" if item is None else _json_kind(item)
+            at = f"item {position + 1} of '{column}'" if isinstance(value, list) else f"'{column}'"
+            fix = ('give each photo\'s path as a string: "image": "mug.jpg", or "image": ["front.jpg", "back.jpg"]'
+                   if column == "image" else f'give it as a string: "{column}": "..."')
+            raise UserInputError(f"{where}: {at} is {what}, not text; {fix}")
+
+
+def _json_kind(value: object) -> str:
+    """How JSON names a value's type, with an article: 'a number', 'an object', ..."""
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    return {dict: "an object", list: "a list"}.get(type(value), f"a {type(value).__name__}")
+
+
 def _parse_angles(value: object, column: str, where: str) -> Tuple[float, ...]:
     try:
         return tuple(float(str(part).strip()) for part in _split(value, r";\s"))
@@ -123,6 +154,7 @@ def row_from_mapping(values: Dict[str, object], base: Path, where: str) -> Objec
     unknown = sorted(set(values) - set(COLUMNS))
     if unknown:
         raise UserInputError(f"{where}: unknown column {unknown[0]!r} (known: {', '.join(COLUMNS)})")
+    _check_text(values, where)
     given = {k: v for k, v in values.items() if v is not None and not (isinstance(v, str) and not v.strip())}
     if "image" not in given:
         raise UserInputError(f"{where}: no image given (every row needs an 'image' column)")
@@ -141,7 +173,9 @@ def row_from_mapping(values: Dict[str, object], base: Path, where: str) -> Objec
             relative_azimuths(images, options.get("azimuths"))
             view_elevations(len(images), 0.0, options.get("elevations"))
         except PreprocessError as error:
-            raise UserInputError(f"{where}: {error}") from None
+            comma = len(images) == 1 and "," in str(given["image"])
+            hint = f" (photos in one cell are separated by ';', not ',': {PHOTOS_EXAMPLE})" if comma else ""
+            raise UserInputError(f"{where}: {error}{hint}") from None
     for column in ("caption", "prompt", "guidance"):
         if column in given:
             options[column] = str(given[column]).strip()
@@ -200,7 +234,8 @@ def _csv_rows(path: Path) -> Iterable[ObjectRow]:
         for values in reader:
             number = reader.line_num
             if None in values:
-                raise UserInputError(f"{path}:{number}: more cells than columns")
+                raise UserInputError(f"{path}:{number}: more cells than columns (several photos of one object go in "
+                                     f"one cell, separated by ';': {PHOTOS_EXAMPLE})")
             if all(not (v or "").strip() for v in values.values()):
                 continue
             yield row_from_mapping({k.strip(): v for k, v in values.items()}, path.parent, f"{path}:{number}")
