@@ -13,6 +13,7 @@ the top meta.json lists every view under `views` (main first) with its folder an
 from __future__ import annotations
 
 import math
+import os
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -48,6 +49,7 @@ def relative_azimuths(photos: Sequence[str], azimuths: Optional[Sequence[float]]
         if not (math.isfinite(value) and -360.0 <= value <= 360.0):
             raise PreprocessError(f"azimuth {value} is not an angle in [-360, 360] degrees: give the camera's position "
                                   f"from the object's front, counter-clockwise seen from above")
+    check_distinct_photos(photos, azimuths)
     relative = [float((value - azimuths[0]) % 360.0) for value in azimuths]
     relative = [0.0 if abs(value - 360.0) < 1e-9 else value for value in relative]
     for later, value in enumerate(relative):
@@ -57,6 +59,28 @@ def relative_azimuths(photos: Sequence[str], azimuths: Optional[Sequence[float]]
                     f"{photos[earlier]} and {photos[later]} are both at azimuth {azimuths[later]:g}: two photos from "
                     f"one side add nothing; give each photo its own azimuth, or leave one out")
     return relative
+
+
+def check_distinct_photos(photos: Sequence[str], azimuths: Sequence[float]) -> None:
+    """Refuses one file given as two photos (by path, or the same file under two names): it would give a second
+    side the first side's picture."""
+    for later, photo in enumerate(photos):
+        for earlier in range(later):
+            if _same_file(photos[earlier], photo):
+                also = "" if photos[earlier] == photo else f", the second time as {photo}"
+                raise PreprocessError(
+                    f"{photos[earlier]} is given twice (at azimuths {azimuths[earlier]:g} and {azimuths[later]:g}"
+                    f"{also}): one photo shows one side of the object; give each azimuth its own photo, or leave one "
+                    "out")
+
+
+def _same_file(first: str, second: str) -> bool:
+    """Whether two paths name one file (one path, a link to it, or a hard link); paths that do not exist compare as
+    written, resolved."""
+    try:
+        return os.path.samefile(first, second)
+    except OSError:
+        return os.path.realpath(first) == os.path.realpath(second)
 
 
 def view_elevations(count: int, elevation: float, elevations: Optional[Sequence[float]]) -> List[float]:
