@@ -325,19 +325,25 @@ def check_numbers(config: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- data
-def check_data(data: Path) -> None:
+def check_data(data: Path, fix: str = PREPROCESS_FIX) -> None:
     """The image or preprocessed folder `--data` names: readable, with an alpha channel that marks an object (not
-    empty, not fully opaque), and, in a folder, a readable depth.npy, caption.txt and meta.json when present."""
+    empty, not fully opaque), and, in a folder, a readable depth.npy, caption.txt and meta.json when present. A
+    folder of several photos: every view by the same rules (its elevation too), each problem's fix to make the
+    folder again from all the photos."""
     import numpy as np
 
     from single_image_nerf.data.reference_image import load_rgba
+    from single_image_nerf.data.reference_views import view_entries
+    from single_image_nerf.preprocess.views import REDO_VIEWS
 
     data = Path(data)
     folder = data if data.is_dir() and (data / FOLDER_IMAGE).exists() else None
     image = folder / FOLDER_IMAGE if folder is not None else data
+    views = view_entries(folder) if folder is not None else None
+    fix = REDO_VIEWS if views else fix
     if folder is not None and not image.is_file():
-        raise UserInputError(f"{image} is not a file: {PREPROCESS_FIX}")
-    rgba = load_rgba(image)  # one line for a missing, unreadable or alpha-less image
+        raise UserInputError(f"{image} is not a file: {fix}")
+    rgba = load_rgba(image, None if fix == PREPROCESS_FIX else fix)  # one line: missing, unreadable, alpha-less
     height, width = rgba.shape[:2]
     if min(height, width) < MIN_IMAGE_SIDE:
         raise UserInputError(f"{image} is {width}x{height} pixels: the reference image needs at least "
@@ -346,12 +352,12 @@ def check_data(data: Path) -> None:
     foreground = int((alpha > 0.5).sum())
     if foreground == alpha.size:
         raise UserInputError(f"{image} has an alpha channel that marks nothing (fully opaque), so the object's mask "
-                             f"is unknown: {PREPROCESS_FIX}")
+                             f"is unknown: {fix}")
     if foreground < MIN_OBJECT_PIXELS:
         what = ("is zero everywhere" if not (alpha > 0).any() else "exceeds one half nowhere" if not foreground
                 else f"exceeds one half on {foreground} pixels only, fewer than {MIN_OBJECT_PIXELS}")
         raise UserInputError(f"{image}: the mask is empty (alpha {what}): give an image whose alpha marks the object, "
-                             f"or {PREPROCESS_FIX}")
+                             f"or {fix}")
     if folder is None:
         return
     meta = read_meta(folder)
@@ -369,10 +375,9 @@ def check_data(data: Path) -> None:
             raise UserInputError(f"{folder / 'meta.json'}: depth_convention must be 'disparity' or 'depth', not "
                                  f"{convention!r}; rerun sin-preprocess")
     read_caption(folder / "caption.txt")
-    from single_image_nerf.data.reference_views import view_entries
-
-    for entry in (view_entries(folder) or [])[1:]:  # a folder of several photos: every extra view, the same rules
-        check_data(entry.folder)
+    for entry in (views or [])[1:]:  # a folder of several photos: every extra view, the same rules
+        check_data(entry.folder, REDO_VIEWS)
+        reference_elevation(entry.folder, None)
 
 
 def reference_elevation(data: Path, override: Optional[float]) -> float:
@@ -388,7 +393,10 @@ def reference_elevation(data: Path, override: Optional[float]) -> float:
     if value is None:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not -89.0 <= value <= 89.0:
-        raise UserInputError(f"reference elevation ({source}) must be a number of degrees in [-89, 89], got {value!r}")
+        fix = "" if override is not None else ": set it in meta.json, or rerun sin-preprocess with --elevation (or " \
+            "--elevations)"
+        raise UserInputError(f"reference elevation ({source}) must be a number of degrees in [-89, 89], got {value!r}"
+                             f"{fix}")
     return float(value)
 
 

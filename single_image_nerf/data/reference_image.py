@@ -37,13 +37,14 @@ class ReferenceView:
     """The preprocessed folder, if the input was one."""
 
 
-def load_rgba(path: Path) -> np.ndarray:
+def load_rgba(path: Path, fix: Optional[str] = None) -> np.ndarray:
     """Read an image file as (H, W, 4) float32 in [0, 1], honouring EXIF orientation and 16-bit data.
-    An image without an alpha channel is refused with a one-line error saying how to get a mask."""
+    An image without an alpha channel is refused with a one-line error saying how to get a mask: `fix` when given
+    (a view of a several-photo folder), else how to preprocess one photo."""
     if not path.exists():
         raise UserInputError(f"{path} does not exist: give an RGBA image or a preprocessed folder")
     if path.is_dir():
-        raise UserInputError(f"{path} is a folder without {FOLDER_IMAGE}: {PREPROCESS_HINT}")
+        raise UserInputError(f"{path} is a folder without {FOLDER_IMAGE}: {fix or PREPROCESS_HINT}")
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -53,23 +54,23 @@ def load_rgba(path: Path) -> np.ndarray:
                 )
             image.draft("RGBA", (MAX_WORKING_SIDE, MAX_WORKING_SIDE))
             image = ImageOps.exif_transpose(image)
-            array = _to_rgba_array(image, path)
+            array = _to_rgba_array(image, path, fix)
     except UserInputError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise UserInputError(f"{path} is not a readable image ({error}): give a PNG with an alpha channel") from None
+        raise UserInputError(f"{path} is not a readable image ({error}): {fix or 'give a PNG with an alpha channel'}"
+                             ) from None
     if max(array.shape[:2]) > MAX_WORKING_SIDE:
         array = resize_array(array, _fit_within(array.shape[:2], MAX_WORKING_SIDE))
     return array
 
 
-def _to_rgba_array(image: Image.Image, path: Path) -> np.ndarray:
+def _to_rgba_array(image: Image.Image, path: Path, fix: Optional[str] = None) -> np.ndarray:
     """PIL image of any mode with transparency -> (H, W, 4) float32 in [0, 1]."""
     has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
     if not has_alpha:
-        raise UserInputError(
-            f"{path} has no alpha channel, so the object's mask is unknown: give an RGBA cut-out or {PREPROCESS_HINT}"
-        )
+        raise UserInputError(f"{path} has no alpha channel, so the object's mask is unknown: "
+                             f"{fix or 'give an RGBA cut-out or ' + PREPROCESS_HINT}")
     return np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
 
 

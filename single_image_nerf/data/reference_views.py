@@ -19,9 +19,7 @@ import numpy as np
 
 from single_image_nerf.data.reference_image import FOLDER_IMAGE, load_depth, load_rgba, object_box, resample_view
 from single_image_nerf.errors import UserInputError
-from single_image_nerf.preprocess.views import VIEWS_KEY
-
-FIX = "rerun sin-preprocess with the photos and --azimuths"
+from single_image_nerf.preprocess.views import REDO_VIEWS as FIX, VIEWS_KEY
 
 
 @dataclass(frozen=True)

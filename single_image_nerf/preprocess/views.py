@@ -24,6 +24,9 @@ VIEWS_KEY = "views"
 """meta.json key listing every view of a several-photo folder: [{"folder", "azimuth_deg", "photo"}, ...]."""
 VIEWS_DIR = "views"
 """Folder, under the data folder, that holds the extra views."""
+REDO_VIEWS = ("rerun sin-preprocess with every photo and their --azimuths (e.g. sin-preprocess front.jpg back.jpg "
+              "--azimuths 0 180 --output data/NAME)")
+"""The fix of a broken several-photo folder: it is made again from all its photos at once."""
 MAX_HEIGHT_RATIO = 1.5
 """Largest ratio between two views' mask heights (each relative to its photo's longer side) that is accepted: a
 larger one means different objects, distances or zoom."""
