@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-hole-fraction", type=float, default=None,
         help="fill only mask holes smaller than this fraction of its area (default: fill every hole)",
     )
+    parser.add_argument("--allow-cut", action="store_true",
+                        help="keep an object that the photo's edge cuts off (cut on purpose: a bust, a close-up); "
+                        "without it such a photo is refused")
     parser.add_argument("--no-depth", action="store_true", help="skip depth estimation")
     parser.add_argument("--depth-model", default=_DEPTH_MODEL, help=f"DPT hub id or local folder (default {_DEPTH_MODEL})")
     parser.add_argument("--no-caption", action="store_true",
@@ -131,6 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             points=points,
             point_labels=labels,
             max_hole_fraction=args.max_hole_fraction,
+            allow_cut=args.allow_cut,
             depth=not args.no_depth,
             depth_model=args.depth_model,
             caption=not args.no_caption,

@@ -6,7 +6,7 @@ of numpy arrays.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -16,6 +16,12 @@ Box = Tuple[float, float, float, float]
 
 ALPHA_THRESHOLD = 128
 """Alpha (0..255) at or above which a pixel is foreground."""
+GRABCUT_MARGIN = 0.02
+"""Fraction of each side outside GrabCut's default box: GrabCut takes it as background."""
+MAX_EDGE_SHARE = 0.1
+"""Largest share of an object's outline that may lie along one edge of its photo; more means the frame cuts the
+object (a tangent touch of a round object is a few percent)."""
+EDGES = ("top", "bottom", "left", "right")
 
 
 def mask_from_alpha(alpha: np.ndarray, threshold: int = ALPHA_THRESHOLD) -> np.ndarray:
@@ -92,7 +98,28 @@ def select_object_mask(
     return int(np.argmax(scores))
 
 
-def default_box(width: int, height: int, margin: float = 0.02) -> Box:
+def edge_shares(mask: np.ndarray, band: Tuple[int, int] = (1, 1)) -> Dict[str, float]:
+    """Share of a boolean mask's outline (its pixels with a 4-neighbour off the object, the image's edge counted as
+    off it) that lies within `band` (rows, columns) pixels of each edge of the image, by edge name."""
+    mask = np.asarray(mask, dtype=bool)
+    interior = ndimage.binary_erosion(np.pad(mask, 1), structure=ndimage.generate_binary_structure(2, 1))[1:-1, 1:-1]
+    outline = mask & ~interior
+    total = max(int(outline.sum()), 1)
+    rows, cols = max(int(band[0]), 1), max(int(band[1]), 1)
+    strips = {"top": outline[:rows], "bottom": outline[-rows:], "left": outline[:, :cols], "right": outline[:, -cols:]}
+    return {edge: float(strip.sum()) / total for edge, strip in strips.items()}
+
+
+def cut_edge(mask: np.ndarray, band: Tuple[int, int] = (1, 1), share: float = MAX_EDGE_SHARE
+             ) -> Optional[Tuple[str, float]]:
+    """The edge of the image along which the most of the mask's outline lies, and that share, when it is above
+    `share` (the frame cuts the object there); None otherwise."""
+    shares = edge_shares(mask, band)
+    edge = max(EDGES, key=shares.__getitem__)
+    return (edge, shares[edge]) if shares[edge] > share else None
+
+
+def default_box(width: int, height: int, margin: float = GRABCUT_MARGIN) -> Box:
     """A box covering the image but a margin on each side: the prompt when the user gives none."""
     return (margin * width, margin * height, (1.0 - margin) * width, (1.0 - margin) * height)
 

@@ -33,7 +33,8 @@ from single_image_nerf.preprocess.depth import DEFAULT_DEPTH_MODEL, DEPTH_CONVEN
 from single_image_nerf.preprocess.errors import PreprocessError
 from single_image_nerf.pretrained import DEFAULT_SAM_MODEL
 from single_image_nerf.preprocess.image_io import DEFAULT_MAX_SIDE, LoadedImage, load_image
-from single_image_nerf.preprocess.masking import ALPHA_THRESHOLD, Box, clean_alpha, clean_mask, grabcut_mask
+from single_image_nerf.preprocess.masking import (ALPHA_THRESHOLD, GRABCUT_MARGIN, Box, clean_alpha, clean_mask,
+                                                  cut_edge, grabcut_mask)
 from single_image_nerf.preprocess.recentre import SquareCrop, apply_crop, common_square_crops, mask_bbox, square_crop
 from single_image_nerf.preprocess.views import (VIEWS_KEY, check_alpha_kinds, check_mask_heights, mask_heights,
                                                 relative_azimuths, view_elevations, view_folder)
@@ -85,6 +86,9 @@ class PreprocessOptions:
     """Azimuth of each photo's camera in degrees (several photos), relative to the first photo's; None for one photo."""
     elevations: Optional[Tuple[float, ...]] = None
     """Elevation of each photo's camera in degrees (several photos); None: `elevation` for every photo."""
+    allow_cut: bool = False
+    """Keep an object that the photo's edge cuts off (a bust, a close-up cut on purpose); without it such a photo
+    is refused, naming the photo and the edge."""
     max_side: int = DEFAULT_MAX_SIDE
     """Photos larger than this on their longest side are downscaled on load."""
     overwrite: bool = False
@@ -135,6 +139,9 @@ def preprocess_image(
         with steps.step(f"mask ({source})"):
             masks = [_foreground(image, opts, device, models) for image in images]
         models.clear()
+        if not opts.allow_cut:
+            for image, (alpha, info) in zip(images, masks):
+                _check_whole(image, alpha, info["source"], opts)
         crops = _crops(images, [alpha for alpha, _ in masks], names, opts)
         rgbas = [apply_crop(image.rgb, alpha, crop) for image, (alpha, _), crop in zip(images, masks, crops)]
         depths: List[Tuple[Optional[np.ndarray], Optional[Dict[str, Any]]]] = [(None, None)] * len(images)
@@ -284,6 +291,26 @@ def _foreground(
     alpha = clean_alpha(soft, cleaned) if soft is not None else cleaned.astype(np.uint8) * 255
     info.update(area_fraction=float(cleaned.mean()), bbox_working=list(mask_bbox(cleaned)))
     return alpha, info
+
+
+def _check_whole(image: LoadedImage, alpha: np.ndarray, source: str, opts: PreprocessOptions) -> None:
+    """Refuses a photo whose object the frame cuts off: more than a small share of the mask's outline along one
+    edge of the photo (within GrabCut's margin when GrabCut ran on its default box, which it takes as background).
+    A cut-out whose alpha reaches all four edges is taken as trimmed to the object, not cut."""
+    mask = alpha >= ALPHA_THRESHOLD
+    height, width = mask.shape
+    if source == "alpha" and mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any():
+        return
+    band = (1, 1)
+    if source == "grabcut" and opts.box is None:
+        band = (math.ceil(GRABCUT_MARGIN * height) + 2, math.ceil(GRABCUT_MARGIN * width) + 2)
+    cut = cut_edge(mask, band)
+    if cut is not None:
+        edge, share = cut
+        raise PreprocessError(
+            f"{image.path}: the object touches the photo's {edge} edge along {share:.0%} of its outline, so the frame "
+            f"cuts it off; retake the photo with the whole object and some background around it, or pass "
+            f"--allow-cut if it is cut on purpose")
 
 
 def _depth(
