@@ -132,7 +132,11 @@ def run_batch(options: BatchOptions, argv: Sequence[str] = ()) -> int:
         run_id = store.begin_run(list(argv))
         timings: Dict[str, object] = {"stages_run": 0}
         if todo:
-            timings = _run_with_ray(options, store, out, todo)
+            try:
+                timings = _run_with_ray(options, store, out, todo)
+            except UserInputError:  # Ray did not start: the run is recorded as having run nothing
+                store.end_run(run_id, **timings)
+                raise
         else:
             print(f"nothing to run: every object in {out} is done" +
                   ("" if options.retry_failed or not _any_failed(store, names) else
@@ -214,6 +218,20 @@ def _run_with_ray(options: BatchOptions, store: Store, out: Path, todo: List[str
         return _run_on_ray(options, store, out, todo)
 
 
+def ray_start_failure(address: Optional[str], out: Path, error: BaseException) -> str:
+    """The line for Ray failing to start or to join (`error`, Ray's own exception): what failed, that nothing ran
+    and nothing of the catalogue changed, and what to try."""
+    reason = " ".join(str(error).split())[:200] or type(error).__name__
+    if address:
+        what, tips = f"join the Ray cluster at {address}", "check the cluster (ray status on its head node)"
+    else:
+        what, tips = "start a local Ray instance", (
+            "on a busy machine, wait for it to quieten; stop leftover Ray instances (ray stop); make room in Ray's "
+            "temporary folder (RAY_TMPDIR, default /tmp)")
+    return (f"cannot {what} ({type(error).__name__}: {reason}); nothing was run and every object in {out} keeps its state: {tips}, "
+            f"then rerun the same command to resume")
+
+
 def _run_on_ray(options: BatchOptions, store: Store, out: Path, todo: List[str]) -> Dict[str, object]:
     import ray  # pylint: disable=import-outside-toplevel
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
@@ -226,9 +244,10 @@ def _run_on_ray(options: BatchOptions, store: Store, out: Path, todo: List[str])
         else:
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
                      logging_level=logging.WARNING, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        where = f"join the Ray cluster at {options.address}" if options.address else "start a local Ray instance"
-        raise UserInputError(f"cannot {where} ({' '.join(str(error).split())[:200]}); nothing was run") from None
+    except Exception as error:  # pylint: disable=broad-except  # Ray's start-up failures: a timeout is a bare Exception
+        with contextlib.suppress(Exception):
+            ray.shutdown()  # what started before the failure
+        raise UserInputError(ray_start_failure(options.address, out, error)) from None
     ray_start = time.perf_counter() - started
     stages_run = 0
     try:
