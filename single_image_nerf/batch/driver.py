@@ -228,8 +228,8 @@ def ray_start_failure(address: Optional[str], out: Path, error: BaseException) -
         what, tips = "start a local Ray instance", (
             "on a busy machine, wait for it to quieten; stop leftover Ray instances (ray stop); make room in Ray's "
             "temporary folder (RAY_TMPDIR, default /tmp)")
-    return (f"cannot {what} ({type(error).__name__}: {reason}); nothing was run and every object in {out} keeps its state: {tips}, "
-            f"then rerun the same command to resume")
+    return (f"cannot {what} ({type(error).__name__}: {reason}); nothing was run and every object in {out} keeps "
+            f"its state: {tips}, then rerun the same command to resume")
 
 
 def _run_on_ray(options: BatchOptions, store: Store, out: Path, todo: List[str]) -> Dict[str, object]:
