@@ -10,6 +10,7 @@ import io
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,28 @@ def assert_refused(call: Callable[[], object], expected: str, user_files: Path) 
     assert not changed, f"files the user had were changed or removed: {changed}"
 
 
+def write_photo(path: Path, centre_x: int, size: int = 128, alpha: bool = False) -> Path:
+    """A photo of a red disc on a grey, slightly noisy background (with `alpha`, a cut-out of the disc); the frame
+    cuts the disc off when `centre_x` is less than its radius (a quarter of `size`)."""
+    rows, cols = np.mgrid[:size, :size]
+    inside = (rows - size // 2) ** 2 + (cols - centre_x) ** 2 < (size // 4) ** 2
+    image = 200 + np.random.default_rng(0).integers(0, 10, (size, size, 3)).astype(np.uint8)
+    image[inside] = (200, 40, 30)
+    if alpha:
+        image = np.dstack([image, np.where(inside, 255, 0).astype(np.uint8)])
+    Image.fromarray(image).save(path)
+    return path
+
+
+def several_photo_folder(root: Path, name: str) -> Path:
+    """A data folder of two photos of the ball (azimuths 0 and 180), as sin-preprocess writes it."""
+    from single_image_nerf.preprocess.pipeline import preprocess_image
+
+    write_ball_image(root / "disc_back.png", size=32)
+    return preprocess_image([root / "disc.png", root / "disc_back.png"], root / "data" / name, azimuths=(0.0, 180.0),
+                            mask_from="alpha", size=32, depth=False, caption=False, progress=False).output_dir
+
+
 @pytest.fixture(scope="module")
 def user(tmp_path_factory):
     """What a user has: photos, a preprocessed folder, a file in the way, a finished coarse run, other runs."""
@@ -86,6 +109,15 @@ def user(tmp_path_factory):
     (bad_depth / "rgba.png").write_bytes((root / "disc.png").read_bytes())
     np.save(bad_depth / "depth.npy", np.ones((5, 7), np.float32))
     (root / "existing.ply").write_bytes(b"ply\nmine\n")
+    write_photo(root / "whole.png", 64)
+    write_photo(root / "cut.png", 30)  # the frame cuts the disc at the left
+    write_photo(root / "cut_cutout.png", 16, alpha=True)
+    views = several_photo_folder(root, "two_views")
+    steep = shutil.copytree(views, root / "data" / "steep_view")  # a hand-edited view: elevation out of range
+    meta = steep / "views" / "1" / "meta.json"
+    meta.write_text(meta.read_text().replace('"elevation_deg": 0.0', '"elevation_deg": 120.0'))
+    opaque = shutil.copytree(views, root / "data" / "view_without_alpha")  # a view's rgba.png saved without alpha
+    Image.open(opaque / "views" / "1" / "rgba.png").convert("RGB").save(opaque / "views" / "1" / "rgba.png")
     (root / "existing.gif").write_bytes(b"GIF89a mine")
 
     config = tiny_config(root / "disc.png", root / "outputs", steps=2, rays=128)
@@ -117,6 +149,7 @@ def user(tmp_path_factory):
     (other_dir / "config.yml").write_text(yaml.dump(other))
     (root / "not_yaml.yml").write_text("{not: [yaml")
     return {"root": root, "data": data, "bad_depth": bad_depth, "run": run, "nerfacto": other_dir / "config.yml",
+            "steep_view": steep, "view_without_alpha": opaque,
             "mismatched": root / "mismatched" / "config.yml",
             "tcnn": tcnn.get_base_dir() / "config.yml",
             "checkpoints": run.parent / "nerfstudio_models"}
@@ -150,6 +183,13 @@ PREPROCESS_CASES = {
     "missing sam checkpoint": (lambda r: preprocess(str(r / "corrupt.jpg").replace("corrupt.jpg", "disc.png"), "-o",
                                                     str(r / "out11"), "--mask-from", "sam", "--sam-checkpoint",
                                                     str(r / "sam.pth")), "sam"),
+    "one file at two azimuths": (lambda r: preprocess(str(r / "disc.png"), str(r / "disc.png"), "--azimuths", "0",
+                                                      "180", "-o", str(r / "out12")), "disc.png is given twice"),
+    "a cut-out cut by the frame": (lambda r: preprocess(str(r / "cut_cutout.png"), "-o", str(r / "out13")),
+                                   "cut_cutout.png: the object touches the photo's left edge"),
+    "a view cut by the frame": (lambda r: preprocess(str(r / "whole.png"), str(r / "cut.png"), "--azimuths", "0",
+                                                     "180", "--mask-from", "grabcut", "-o", str(r / "out14")),
+                                "cut.png: the object touches the photo's left edge"),
 }
 
 
@@ -157,6 +197,27 @@ PREPROCESS_CASES = {
 def test_preprocess(user, case):
     make, expected = PREPROCESS_CASES[case]
     assert_refused(make(user["root"]), expected, user["root"])
+
+
+@pytest.mark.parametrize("photo", ["cut_cutout.png", "cut.png"])
+def test_preprocess_keeps_an_object_cut_on_purpose_with_allow_cut(user, photo, tmp_path):
+    root = user["root"]
+    status, lines = run_case(preprocess(str(root / photo), "-o", str(tmp_path / "out"), "--mask-from",
+                                        "alpha" if "cutout" in photo else "grabcut", "--allow-cut"))
+    assert status == 0 and not lines, lines
+    assert (tmp_path / "out" / "rgba.png").is_file()
+
+
+def test_preprocess_takes_a_trimmed_cutout_as_whole(user, tmp_path):
+    """A cut-out trimmed to its object (a box with rounded corners) lies along every edge of its image: it is
+    whole, not cut by a frame."""
+    rows, cols = np.mgrid[:40, :40]
+    corner = np.hypot(np.clip(np.abs(rows - 19.5) - 12, 0, None), np.clip(np.abs(cols - 19.5) - 12, 0, None)) > 8
+    box = np.zeros((40, 40, 4), np.uint8)
+    box[..., 0], box[..., 3] = 180, np.where(corner, 0, 255)
+    Image.fromarray(box).save(tmp_path / "trimmed.png")
+    status, lines = run_case(preprocess(str(tmp_path / "trimmed.png"), "-o", str(tmp_path / "out")))
+    assert status == 0 and not lines, lines
 
 
 # ---------------------------------------------------------------------------------------------------- ns-train
@@ -207,6 +268,25 @@ TRAIN_CASES = {
 def test_ns_train(user, case):
     make, expected = TRAIN_CASES[case]
     assert_refused(ns_train(user, make(user)), expected, user["root"])
+
+
+SEVERAL_PHOTO_CASES = {
+    "a view's elevation out of range": ("steep_view", "views/1/meta.json elevation_deg) must be a number of degrees "
+                                        "in [-89, 89], got 120.0"),
+    "a view without alpha": ("view_without_alpha", "has no alpha channel, so the object's mask is unknown: rerun "
+                             "sin-preprocess with every photo and their --azimuths"),
+}
+"""Hand-edited several-photo folders: (the folder, what the line says)."""
+
+
+@pytest.mark.parametrize("case", list(SEVERAL_PHOTO_CASES))
+def test_ns_train_several_photos(user, case):
+    """Every view is checked as the main view is, before ns-train writes its run folder."""
+    folder, expected = SEVERAL_PHOTO_CASES[case]
+    runs = user["root"].parent / "case_outputs"
+    before = sorted(runs.rglob("config.yml"))
+    assert_refused(ns_train(user, _set("pipeline.datamanager.data", user[folder])), expected, user["root"])
+    assert sorted(runs.rglob("config.yml")) == before, "ns-train wrote a run folder before refusing"
 
 
 # ------------------------------------------------------------------------------------------------------ refine
@@ -319,6 +399,19 @@ def test_exports_and_evaluate(user, case):
     assert_refused(make(user), expected, user["root"])
 
 
+def test_evaluate_with_no_held_out_views_scores_the_reference_alone(user):
+    """--num-views 0 is in its range ([0, 360]): the reference view and the geometry are scored, no held-out view."""
+    from single_image_nerf.scripts.evaluate import EvaluateConfig, run
+
+    config = EvaluateConfig(load_config=user["run"], known_object="striped-sphere", num_views=0, geometry_views=2,
+                            geometry_resolution=16, num_points=500, clip_model=None)
+    with contextlib.redirect_stdout(io.StringIO()):
+        report = run(config)
+    assert [view["name"] for view in report["views"]] == ["reference"]
+    assert report["summary"]["held_out"]["psnr"] is None and report["summary"]["reference"]["psnr"] is not None
+    assert report["geometry"]["threshold"] == config.f_score_threshold
+
+
 # ------------------------------------------------------------------------------------------ sin-batch manifests
 MANIFEST_CASES = {
     "binary (a spreadsheet named .csv)": ("m.csv", b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00", "is a binary file"),
@@ -338,6 +431,22 @@ MANIFEST_CASES = {
     "a NUL in a JSON path": ("m.jsonl", b'{"image": "disc\\u0000.png"}\n', "is not a usable path"),
     "a .json array": ("m.json", b'[{"image": "disc.png"}]', "name it .jsonl"),
     "a pipe named .csv": ("m.csv", None, "not a regular file"),
+    "null in a JSONL photo list": ("m.jsonl", b'{"image": ["disc.png", null], "azimuths": [0, 180]}\n',
+                                   ":1: item 2 of 'image' is null, not text"),
+    "a number in a JSONL photo list": ("m.jsonl", b'{"image": ["disc.png", 7], "azimuths": [0, 180]}\n',
+                                       ":1: item 2 of 'image' is a number (7), not text"),
+    "an object in a JSONL photo list": ("m.jsonl", b'{"image": [{"path": "disc.png"}, "b.png"], "azimuths": [0, 180]}'
+                                        b"\n", ":1: item 1 of 'image' is an object, not text"),
+    "a number as a JSONL caption": ("m.jsonl", b'{"image": "disc.png", "caption": 3}\n',
+                                    ":1: 'caption' is a number (3), not text"),
+    "one file at two azimuths": ("m.jsonl", b'{"image": ["disc.png", "./disc.png"], "azimuths": [0, 180]}\n',
+                                 "disc.png is given twice (at azimuths 0 and 180"),
+    "photos split by a comma in a quoted cell": ("m.csv", b'image,azimuths\n"disc.png,b.png",0;180\n',
+                                                 ":2: 1 photo but 2 azimuths: give one azimuth per photo, in the "
+                                                 "photos' order (photos in one cell are separated by ';', not ','"),
+    "photos split by a comma": ("m.csv", b"image,azimuths\ndisc.png,b.png,0;180\n",
+                                ":2: more cells than columns (several photos of one object go in one cell, "
+                                "separated by ';'"),
 }
 """Manifests sin-batch cannot read: (file name, bytes or None for a named pipe, what the line says)."""
 
@@ -357,6 +466,28 @@ def test_batch_manifest(tmp_path, case):
     assert status == 2 and len(lines) == 1, lines
     assert lines[0].startswith(f"sin-batch: error: {tmp_path / name}") and expected in lines[0], lines
     assert not out.exists()
+
+
+def test_batch_when_ray_cannot_start(user, tmp_path):
+    """Ray's own start-up failure (here: its temporary folder would lie under a file; on a loaded machine, its
+    start-up timeout) ends in one line saying what to try; every object keeps its state, run after run."""
+    (tmp_path / "photos").mkdir()
+    shutil.copy(user["root"] / "disc.png", tmp_path / "photos" / "disc.png")
+    out = tmp_path / "out"
+    command = [str(Path(sys.executable).parent / "sin-batch"), str(tmp_path / "photos"), "--output", str(out),
+               "--tiny", "--quiet"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", RAY_TMPDIR=str(user["root"] / "notes.txt" / "ray"))
+    for attempt in (1, 2):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+        assert lines[0].startswith("sin-batch: error: cannot start a local Ray instance (NotADirectoryError: "), lines
+        assert "nothing was run" in lines[0] and lines[0].endswith("then rerun the same command to resume"), lines
+        with sqlite3.connect(f"file:{out / 'batch.sqlite'}?mode=ro", uri=True) as conn:
+            stages = conn.execute("SELECT status, attempts FROM stages WHERE name = 'disc'").fetchall()
+            runs = conn.execute("SELECT finished_at, stages_run FROM runs").fetchall()
+        assert stages and set(stages) == {("pending", 0)}, stages
+        assert len(runs) == attempt and all(finished is not None and count == 0 for finished, count in runs), runs
 
 
 # ------------------------------------------------------------------------------- what reaches the terminal
