@@ -6,7 +6,9 @@ prior, 4 steps, no depth) and `broken`, a file that is not a photo. Its driver i
 coarse stage is training (after its first checkpoint), then the same command is run again and finishes the batch.
 The tests read what that left: two objects done and one failed with its line, the overrides in the runs'
 config.yml, the killed stage resumed from its checkpoint and every earlier stage untouched, then a rerun that runs
-nothing, a rerun with --retry-failed that runs only the failed stage, and a changed option refused.
+nothing, Ray failing to start over the finished catalogue (nothing of it lost), a rerun with --retry-failed that
+runs only the failed stage, and a changed option refused. The commands are given as long as they make progress
+(STALL_S), so that a loaded machine slows the tests down without failing them.
 """
 
 import os
