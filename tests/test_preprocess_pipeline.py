@@ -171,11 +171,12 @@ def test_mask_sources(tmp_path, photos, models, monkeypatch, capsys):
     assert meta["mask"]["source"] == "grabcut" and meta["models"]["sam"] is None
     assert 0.1 < meta["mask"]["area_fraction"] < 0.6
 
-    # SAM through segment-anything's registry and a checkpoint file (random weights, seed 0: a non-empty mask)
+    # SAM through segment-anything's registry and a checkpoint file (random weights, seed 0: a non-empty mask; not
+    # the disc's, and it runs into the photo's top edge, hence --allow-cut)
     monkeypatch.setitem(sam_model_registry, TINY_SAM, build_tiny_sam)
     code = _run(
         photos["photo"], tmp_path / "s", "--mask-from", "sam", "--sam-model", TINY_SAM, "--sam-checkpoint",
-        models["sam"], "--box", "20", "10", "110", "80", "--no-depth", "--no-caption", "--device", "cpu",
+        models["sam"], "--box", "20", "10", "110", "80", "--no-depth", "--no-caption", "--device", "cpu", "--allow-cut",
     )
     assert code == 0, capsys.readouterr().err
     meta = json.loads((tmp_path / "s" / "meta.json").read_text())
