@@ -158,7 +158,8 @@ def render_bank(object_name: str, spec: BankSpec, cache_dir: Optional[Path] = No
     from single_image_nerf.known_objects import composite, get_known_object, render_known_object
 
     key = hashlib.sha256(json.dumps({"object": object_name, **asdict(spec), "version": 1}, sort_keys=True).encode())
-    path = Path(cache_dir or default_cache_dir()) / f"{object_name}-{key.hexdigest()[:16]}.pt"
+    stem = Path(object_name.partition("@")[0]).stem  # a mesh file's path names it by its stem
+    path = Path(cache_dir or default_cache_dir()) / f"{stem}-{key.hexdigest()[:16]}.pt"
     if path.is_file():
         saved = torch.load(path, weights_only=True)
         return RenderBank(images=saved["images"].float(), positions=saved["positions"], fovs=saved["fovs"])

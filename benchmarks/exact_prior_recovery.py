@@ -147,29 +147,6 @@ def record_azimuths(datamanager) -> list:
     return drawn
 
 
-def write_strip(model, reference, obj, count: int, resolution: int, path: Path) -> None:
-    """Held-out views of the known object (top) and of the run (bottom), side by side, as a PNG."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from single_image_nerf.known_objects import composite, render_known_object
-    from single_image_nerf.scripts import evaluate as E
-
-    cameras = E.held_out_cameras(reference, count, None, resolution)
-    truth = composite(render_known_object(obj, cameras, supersample=4)["rgba"], (1.0, 1.0, 1.0))
-    was_training = model.training
-    model.eval()
-    try:
-        rendered = E.render_run(model, cameras, (1.0, 1.0, 1.0))["rgb"].permute(0, 2, 3, 1).cpu()
-    finally:
-        model.train(was_training)
-    rows = [torch.cat(list(images.clamp(0, 1)), dim=1) for images in (truth, rendered)]
-    strip = (torch.cat(rows, dim=0).numpy() * 255.0 + 0.5).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(strip).resize((strip.shape[1] * 2, strip.shape[0] * 2), Image.NEAREST).save(path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prior", choices=PRIORS, default="zero123")
@@ -206,6 +183,7 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     from exact_prior import ExactPriorOptions, default_cache_dir, install_exact_priors  # noqa: E402
     from exact_prior_folders import build_exact_prior_folders  # noqa: E402
+    from oracle_recovery import write_strip  # noqa: E402
 
     from single_image_nerf.known_objects import ReferenceView, get_known_object, write_reference_views_folder
     from single_image_nerf.scripts import evaluate as E

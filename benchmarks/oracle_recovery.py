@@ -248,6 +248,29 @@ def silhouette_scores(pipeline, main_crop, args: argparse.Namespace) -> dict:
             "reference": [{"azimuth": float(view["azimuth"]), "iou": iou} for view, iou in zip(views, photographed)]}
 
 
+def write_strip(model, reference, obj, count: int, resolution: int, path: Path) -> None:
+    """Held-out views of the known object (top) and of the run (bottom), side by side, as a PNG."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from single_image_nerf.known_objects import composite, render_known_object
+    from single_image_nerf.scripts import evaluate as E
+
+    cameras = E.held_out_cameras(reference, count, None, resolution)
+    truth = composite(render_known_object(obj, cameras, supersample=4)["rgba"], (1.0, 1.0, 1.0))
+    was_training = model.training
+    model.eval()
+    try:
+        rendered = E.render_run(model, cameras, (1.0, 1.0, 1.0))["rgb"].permute(0, 2, 3, 1).cpu()
+    finally:
+        model.train(was_training)
+    rows = [torch.cat(list(images.clamp(0, 1)), dim=1) for images in (truth, rendered)]
+    strip = (torch.cat(rows, dim=0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(strip).resize((strip.shape[1] * 2, strip.shape[0] * 2), Image.NEAREST).save(path)
+
+
 def run_refine(args: argparse.Namespace, coarse_pipeline, coarse_config: Path, data: Path, root: Path) -> None:
     """Refine after the coarse run (`coarse_pipeline`, saved at `coarse_config`), then both stages side by side
     (printed, and in --json)."""
@@ -319,6 +342,7 @@ def main() -> None:
     parser.add_argument("--supersample", type=int, nargs="+", default=[1, 4],
                         help="rays per pixel side of the run's renders when scored (the ground truth takes 4)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--strip", type=Path, default=None, help="PNG of held-out views, truth above, run below")
     parser.add_argument("--refine-steps", type=int, default=0, help="refine steps after the coarse run (0: none)")
     parser.add_argument("--photo-size", type=int, default=None,
                         help="side of the written photo (rgba.png) the refine stage fits (default: --size)")
@@ -380,6 +404,7 @@ def main() -> None:
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
+    print(f"coarse run: {config.get_base_dir() / 'config.yml'} (refine it with --coarse-config)")
     if args.refine_steps > 0:
         run_refine(args, trainer.pipeline, config.get_base_dir() / "config.yml", data, root)
         return
@@ -414,6 +439,10 @@ def main() -> None:
           f"{silhouettes['held_out_mean']:.3f}; held-out "
           + ", ".join(f"{v['azimuth_offset']:+.1f} {v['iou']:.3f}" for v in silhouettes["held_out"])
           + "; reference views " + ", ".join(f"{v['azimuth']:g} {v['iou']:.3f}" for v in silhouettes["reference"]))
+    if args.strip is not None:
+        write_strip(trainer.pipeline.model, E.reference_camera(trainer.pipeline).to("cpu"),
+                    get_known_object(args.object), args.num_views, args.eval_resolution or args.size, args.strip)
+        print(f"strip: {args.strip}")
     if args.json is not None:
         E.write_report({"by_supersample": {str(k): v for k, v in reports.items()}, "silhouette": silhouettes,
                         "args": {k: str(v) for k, v in vars(args).items()}, "train_seconds": train_seconds}, args.json)

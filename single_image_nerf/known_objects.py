@@ -5,10 +5,14 @@ object centred at the origin, its front facing +X, the reference azimuth 0). The
 from any nerfstudio `Cameras` and antialiases by supersampling, giving RGBA images (straight alpha) and depth.
 The patterns are deliberately different front and back, so that a reconstruction that only copies the reference
 view is caught on the back views.
+
+Real objects are known objects too: a textured mesh file, or a vendored one by name (`mesh_objects.py`), brings its
+own ray casting and surface sampler, and every function here renders and samples it like the procedural ones.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -21,6 +25,8 @@ from torch import Tensor
 
 SdfFn = Callable[[Tensor], Tensor]
 ColourFn = Callable[[Tensor], Tensor]
+IntersectFn = Callable[[Tensor, Tensor], Tuple[Tensor, Tensor]]
+SurfaceFn = Callable[[int, int], Tensor]
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,11 @@ class KnownObject:
     """Radius of a sphere about the origin that contains the whole object."""
     caption: str
     """A caption for the object, written beside its reference view."""
+    intersect: Optional[IntersectFn] = None
+    """First hits of rays (origins, unit directions) -> (hit, distance); None sphere-traces `sdf` (mesh objects
+    cast rays)."""
+    surface: Optional[SurfaceFn] = None
+    """(count, seed) -> points uniform by area on the surface; None projects shell points along `sdf`."""
 
 
 # ---------------------------------------------------------------------------------------------- SDF primitives
@@ -153,12 +164,40 @@ KNOWN_OBJECTS: Dict[str, KnownObject] = {
 """Every known object by name."""
 
 
+def known_object_names() -> List[str]:
+    """Every name `get_known_object` takes besides a mesh file's path: the procedural objects and the meshes."""
+    from single_image_nerf.mesh_objects import MESH_ASSETS
+
+    return sorted(KNOWN_OBJECTS) + sorted(MESH_ASSETS)
+
+
 def get_known_object(name: str) -> KnownObject:
-    """The known object called `name` (see `KNOWN_OBJECTS`)."""
-    try:
+    """The known object called `name`: a procedural one (`KNOWN_OBJECTS`), or a mesh, by a registered asset's name
+    or a file's path, optionally followed by `@DEGREES`, the azimuth of the mesh that faces the reference camera
+    (`single_image_nerf.mesh_objects`)."""
+    from single_image_nerf.mesh_objects import is_mesh_spec
+
+    if name in KNOWN_OBJECTS:
         return KNOWN_OBJECTS[name]
-    except KeyError:
-        raise ValueError(f"Unknown object {name!r}; choose one of {sorted(KNOWN_OBJECTS)}") from None
+    if is_mesh_spec(name):
+        return _mesh_known_object(name)
+    raise ValueError(f"Unknown object {name!r}; choose one of {known_object_names()} or give a mesh file's path")
+
+
+@functools.lru_cache(maxsize=8)
+def _mesh_known_object(spec: str) -> KnownObject:
+    from single_image_nerf.mesh_objects import BOUND_RADIUS, MESH_ASSETS, load_mesh_object, resolve_mesh_spec, \
+        split_spec
+
+    path, front, caption = resolve_mesh_spec(spec)
+    mesh = load_mesh_object(path, front)
+    name, given = split_spec(spec)
+    if name not in MESH_ASSETS:  # a data folder's meta.json names it: a path that reads from anywhere
+        name = str(path.resolve()) + (f"@{given:g}" if given is not None else "")
+    else:
+        name = spec
+    return KnownObject(name, mesh.sdf, mesh.colour, BOUND_RADIUS * 1.01, caption, intersect=mesh.intersect,
+                       surface=mesh.sample)
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -225,7 +264,10 @@ def render_known_object(
         height, width = rays.origins.shape[:2]
         origins = rays.origins.reshape(-1, 3).float()
         directions = torch.nn.functional.normalize(rays.directions.reshape(-1, 3).float(), dim=-1)
-        hit, t = sphere_trace(obj, origins, directions, max_steps=max_steps)
+        if obj.intersect is not None:
+            hit, t = obj.intersect(origins, directions)
+        else:
+            hit, t = sphere_trace(obj, origins, directions, max_steps=max_steps)
         points = origins + t[:, None] * directions
         colour = torch.zeros_like(points)
         colour[hit] = obj.colour(points[hit]).to(colour.dtype)
@@ -284,7 +326,10 @@ def sample_surface(
     obj: KnownObject, count: int, seed: int = 0, shell: float = 0.02, device: Union[str, torch.device] = "cpu"
 ) -> Float[Tensor, "count 3"]:
     """`count` points on the surface of `obj`, close to uniform by area: points drawn uniformly in a thin shell
-    around the surface (whose volume is proportional to area) are projected onto it along the SDF gradient."""
+    around the surface (whose volume is proportional to area) are projected onto it along the SDF gradient; a mesh
+    object samples its own triangles."""
+    if obj.surface is not None:
+        return obj.surface(count, seed).to(device)
     generator = torch.Generator().manual_seed(seed)
     found: List[Tensor] = []
     total = 0

@@ -28,7 +28,8 @@ class OracleGuidanceConfig(GuidanceConfig):
     _target: Type = field(default_factory=lambda: OracleGuidance)
     recipe: ClassVar[str] = "oracle"
     known_object: Optional[str] = None
-    """Name of the known object; None reads `known_object` from the data folder's meta.json."""
+    """Name of the known object or a mesh file's path (see `get_known_object`); None reads `known_object` from the
+    data folder's meta.json."""
     background_color: Tuple[float, float, float] = (1.0, 1.0, 1.0)
     """RGB the ground truth is composited over; must match the model's novel-view background."""
     supersample: int = 2

@@ -43,7 +43,8 @@ class EvaluateConfig:
     load_config: Path
     """config.yml of the run (outputs/<name>/<method>/<time>/config.yml)."""
     known_object: Optional[str] = None
-    """Name of the known object; None reads `known_object` from the run's data folder meta.json."""
+    """Name of the known object, or a mesh file's path (.glb, .gltf, .obj, .ply; `PATH@DEGREES` turns the mesh so
+    that its azimuth DEGREES faces the reference camera); None reads `known_object` from the run's meta.json."""
     posed_images: Optional[Path] = None
     """Folder with transforms.json and images (and optionally points.npy): used instead of a known object."""
     num_views: int = 8
@@ -528,12 +529,15 @@ def check_inputs(config: EvaluateConfig) -> None:
     """Options, ground truth and report path, before the run is loaded (one line each)."""
     from single_image_nerf import runs
     from single_image_nerf.inputs import check_numbers
-    from single_image_nerf.known_objects import KNOWN_OBJECTS
+    from single_image_nerf.known_objects import KNOWN_OBJECTS, known_object_names
+    from single_image_nerf.mesh_objects import is_mesh_spec
 
     check_numbers(config)
     if config.known_object is not None and config.known_object not in KNOWN_OBJECTS:
-        raise UserInputError(f"--known-object {config.known_object!r} is not a known object: choose one of "
-                             f"{', '.join(sorted(KNOWN_OBJECTS))}")
+        if not is_mesh_spec(config.known_object):
+            raise UserInputError(f"--known-object {config.known_object!r} is not a known object: choose one of "
+                                 f"{', '.join(known_object_names())} or give a mesh file's path")
+        get_known_object(config.known_object)  # a bad mesh file ends here, in one line
     if config.posed_images is not None:
         checked_posed_images(Path(config.posed_images))
     if config.output_json is not None:
