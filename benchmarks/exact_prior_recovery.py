@@ -264,7 +264,7 @@ def main() -> None:
     novel = pipeline.datamanager.config.novel_views
     main_view = replace(view, azimuth=args.views[0])
     options = ExactPriorOptions(object_name=args.object, reference_position=reference_position(main_view),
-                                reference_fov=view.fov, resolution=novel.resolution,
+                                reference_fov=view.fov, resolution=max(novel.resolution),
                                 elevation_range=tuple(novel.elevation_range), radius_range=tuple(novel.radius_range),
                                 fov_range=tuple(novel.fov_range), sigma_degrees=args.sigma_degrees,
                                 sigma_radius=args.sigma_radius, cache_dir=cache)
@@ -289,7 +289,8 @@ def main() -> None:
     label += "".join(f", {assignment}" for assignment in args.set)
     print(f"{args.object}, {label}, {args.setting} setting, reference photos at "
           f"{' '.join(f'{v:g}' for v in args.views)}: {args.steps} steps in {seconds:.0f} s "
-          f"({1000 * seconds / args.steps:.0f} ms/step; bank {bank_seconds:.0f} s), novel views {novel.resolution} px, "
+          f"({1000 * seconds / args.steps:.0f} ms/step; bank {bank_seconds:.0f} s), novel views {novel.views_per_step} at "
+          f"{novel.resolution} px from {novel.stage_starts} of the run, "
           f"widest novel azimuth {widest:.1f} deg")
     print("| view | " + " | ".join(f"{v['azimuth_offset']:+.1f}" for v in held_out) + " |")
     print("|---|" + "---:|" * len(held_out))
