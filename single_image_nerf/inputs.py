@@ -228,6 +228,7 @@ NUMERIC_RULES: Dict[str, Range] = {
     "TextualInversionConfig.seed": SEED,
     # trainer (nerfstudio's fields that both stages rely on)
     "TrainerConfig.max_num_iterations": COUNT,
+    "SingleImageTrainerConfig.max_num_iterations": Range(1, None, integer=True, optional=True),  # None: the recipe's
     "TrainerConfig.steps_per_save": COUNT,
     "TrainerConfig.steps_per_eval_batch": STEPS,
     "TrainerConfig.steps_per_eval_image": STEPS,

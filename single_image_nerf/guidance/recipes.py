@@ -140,13 +140,14 @@ CPU_DEVIATION = "the CPU budget: one view a step at 64 px over a longer run"
 """Why the cpu budget differs from a reference that renders more views a step, or larger ones."""
 
 
-def _budget(views, resolution, starts, run_steps, source: str, schedule: str, length: str,
-            deviation: str = "") -> Dict[str, Sourced]:
-    """One budget: `schedule` names where the views and sizes come from, `length` where the run length does."""
+def _budget(views, resolution, starts, run_steps, source: str, schedule: str, length: str, deviation: str = "",
+            length_deviation: str = "") -> Dict[str, Sourced]:
+    """One budget: `schedule` names where the views and sizes come from (`deviation`: where ours differ), `length`
+    where the run length does (`length_deviation`)."""
     return {"views_per_step": Sourced(tuple(views), f"{source} {schedule}", deviation),
             "novel_resolution": Sourced(tuple(resolution), f"{source} {schedule}", deviation),
             "stage_starts": Sourced(tuple(starts), f"{source} {schedule}", deviation),
-            "run_steps": Sourced(run_steps, f"{source} {length}", deviation)}
+            "run_steps": Sourced(run_steps, f"{source} {length}", length_deviation)}
 
 
 def _zero123_budgets(config: str, views) -> Dict[str, Mapping[str, Sourced]]:
@@ -157,20 +158,21 @@ def _zero123_budgets(config: str, views) -> Dict[str, Mapping[str, Sourced]]:
     return {GPU_BUDGET: _frozen(_budget(views, (64, 128, 256), (200 / 600, 300 / 600), 600, config, schedule,
                                         "trainer.max_steps 600")),
             CPU_BUDGET: _frozen(_budget((1,), (64,), (), 5000, config, schedule, "trainer.max_steps 600",
-                                        f"{CPU_DEVIATION} (5000 steps: about the GPU recipe's 3400 views at one a "
-                                        "step, and the coarse default before the budgets)"))}
+                                        CPU_DEVIATION, f"{CPU_DEVIATION} (5000 steps: about the GPU recipe's 3400 "
+                                        "views at one a step, and the coarse default before the budgets)"))}
 
 
 _SD_BUDGET = _frozen(_budget((1,), (64,), (), 5000, TS_DREAMFUSION, "data batch_size 1, height 64",
                              f"(run length) {REALFUSION} nerf/trainer.py 5000 iterations",
-                             "5000 steps as RealFusion (threestudio's dreamfusion-sd: 10000)"))
+                             length_deviation="5000 steps as RealFusion (threestudio's dreamfusion-sd: 10000)"))
 _SD_BUDGETS = {GPU_BUDGET: _SD_BUDGET, CPU_BUDGET: _SD_BUDGET}
 _MAGIC123_SCHEDULE = "random_camera batch_size 1, height 128"
 _MAGIC123_BUDGETS = {
     GPU_BUDGET: _frozen(_budget((1,), (128,), (), 10000, TS_MAGIC123_COARSE, _MAGIC123_SCHEDULE,
                                 "trainer.max_steps 10000")),
     CPU_BUDGET: _frozen(_budget((1,), (128,), (), 5000, TS_MAGIC123_COARSE, _MAGIC123_SCHEDULE,
-                                "trainer.max_steps 10000", "the CPU budget: half the reference's steps")),
+                                "trainer.max_steps 10000", length_deviation="the CPU budget: half the reference's "
+                                                                            "steps")),
 }
 
 
