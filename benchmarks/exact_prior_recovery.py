@@ -147,6 +147,41 @@ def record_azimuths(datamanager) -> list:
     return drawn
 
 
+def score_along_the_run(trainer, evaluation, steps) -> list:
+    """Score the held-out mean after each of `steps` during training (a callback; its time is not the run's); returns
+    the list it fills: step, views and pixels rendered so far, held-out mean, seconds spent scoring."""
+    from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
+
+    from single_image_nerf.scripts import evaluate as E
+
+    curve: list = []
+    rendered = {"views": 0, "pixels": 0}
+    datamanager = trainer.pipeline.datamanager
+    original = datamanager.next_novel_cameras
+
+    def counting(step):
+        cameras = original(step)
+        rendered["views"] += len(cameras)
+        rendered["pixels"] += len(cameras) * int(cameras.height.reshape(-1)[0]) * int(cameras.width.reshape(-1)[0])
+        return cameras
+
+    datamanager.next_novel_cameras = counting
+
+    def score(step: int) -> None:
+        start = time.perf_counter()
+        summary = E.evaluate_pipeline(trainer.pipeline, evaluation)["summary"]
+        point = {"step": step + 1, **rendered, "held_out": summary["held_out"]["psnr"],
+                 "eval_seconds": time.perf_counter() - start}
+        curve.append(point)
+        print(f"step {point['step']}: {point['views']} views, {point['pixels'] / 1e6:.2f} Mpx rendered, held-out "
+              f"mean {point['held_out']:.2f} dB", flush=True)
+
+    if steps:
+        trainer.callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], score,
+                                                  iters=tuple(step - 1 for step in steps)))
+    return curve
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prior", choices=PRIORS, default="zero123")
@@ -172,6 +207,8 @@ def main() -> None:
     parser.add_argument("--eval-resolution", type=int, default=None, help="held-out render side (default: --size)")
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                         help="override a config field, e.g. pipeline.model.background=white (repeatable)")
+    parser.add_argument("--eval-steps", type=int, nargs="*", default=[],
+                        help="also score the held-out mean after these steps (one line each, and in --json)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
@@ -205,7 +242,7 @@ def main() -> None:
     novel = pipeline.datamanager.config.novel_views
     main_view = replace(view, azimuth=args.views[0])
     options = ExactPriorOptions(object_name=args.object, reference_position=reference_position(main_view),
-                                reference_fov=view.fov, resolution=novel.resolution,
+                                reference_fov=view.fov, resolution=max(novel.resolution),
                                 elevation_range=tuple(novel.elevation_range), radius_range=tuple(novel.radius_range),
                                 fov_range=tuple(novel.fov_range), sigma_degrees=args.sigma_degrees,
                                 sigma_radius=args.sigma_radius, cache_dir=cache)
@@ -213,14 +250,14 @@ def main() -> None:
     install_exact_priors(pipeline.guidance, options)
     bank_seconds = time.perf_counter() - start
     drawn = record_azimuths(pipeline.datamanager)
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-
     resolution = args.eval_resolution or args.size
     evaluation = E.EvaluateConfig(load_config=Path("unused"), known_object=args.object, num_views=args.num_views,
                                   resolution=resolution, supersample=1, geometry_views=12, geometry_resolution=64,
                                   clip_model=None)
+    curve = score_along_the_run(trainer, replace(evaluation, geometry_views=0), args.eval_steps)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start - sum(point["eval_seconds"] for point in curve)
     report = E.evaluate_pipeline(pipeline, evaluation)
     held_out = [v for v in report["views"] if v["name"] != "reference"]
     widest = max((abs(a) for a in drawn), default=0.0)
@@ -230,7 +267,8 @@ def main() -> None:
     label += "".join(f", {assignment}" for assignment in args.set)
     print(f"{args.object}, {label}, {args.setting} setting, reference photos at "
           f"{' '.join(f'{v:g}' for v in args.views)}: {args.steps} steps in {seconds:.0f} s "
-          f"({1000 * seconds / args.steps:.0f} ms/step; bank {bank_seconds:.0f} s), novel views {novel.resolution} px, "
+          f"({1000 * seconds / args.steps:.0f} ms/step; bank {bank_seconds:.0f} s), novel views {novel.views_per_step} at "
+          f"{novel.resolution} px from {novel.stage_starts} of the run, "
           f"widest novel azimuth {widest:.1f} deg")
     print("| view | " + " | ".join(f"{v['azimuth_offset']:+.1f}" for v in held_out) + " |")
     print("|---|" + "---:|" * len(held_out))
@@ -245,6 +283,7 @@ def main() -> None:
     if args.json is not None:
         E.write_report({"report": report, "train_seconds": seconds, "bank_seconds": bank_seconds,
                         "widest_azimuth": widest, "reached": reached, "steps": args.steps, "views": args.views,
+                        "curve": curve,
                         "args": {k: str(v) for k, v in vars(args).items()}}, args.json)
 
 

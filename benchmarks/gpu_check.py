@@ -14,6 +14,9 @@ tests/tiny_diffusion.py instead. Stages, in the order a user runs them:
 
   preprocess   the photo's alpha, or GrabCut (no weights), recentred at the default 512 px; a given caption
   coarse       `single-image-nerf` at the default sizes through nerfstudio's Trainer: albedo steps, then shaded ones
+  gpu_recipe   the zero123 recipe's GPU budget, stage by stage (12 views a step at 64 px, 4 at 128, 2 at 256), a few
+               coarse steps each with the prior at Zero123's 256 px: step time and peak memory per stage, and the
+               recipe's time to a mesh projected from them
   mesh         `sin-export-mesh` of the coarse run (default 256³ marching cubes, vertex colours)
   refine       `single-image-refine` seeded from the coarse run
   splat        `ns-export gaussian-splat` of the refine run
@@ -286,6 +289,50 @@ def train_stage(config, clock: Clock, phase_of: Callable[[int], str], on_setup: 
     return result
 
 
+def gpu_recipe(args, data: Path, runs: Path, prior: Path, clock: Clock, skip: int) -> Dict[str, Any]:
+    """Each stage of the zero123 recipe's GPU budget (views a step, render size) trained for --recipe-steps coarse
+    steps on its own, the check's prior (the SD 2.1 UNet; Zero123's is the same UNet with 8 input channels) at
+    Zero123's 256 px (--tiny: an eighth of each size, the prior's own): the median step time, the peak memory, and the
+    stage's steps in the recipe's run."""
+    from single_image_nerf.guidance import recipes
+    from single_image_nerf.run_length import step_at
+
+    budget = recipes.COARSE_RECIPES["zero123"].budget(recipes.GPU_BUDGET)
+    views, sizes, starts, run = (budget[key].value for key in ("views_per_step", "novel_resolution", "stage_starts",
+                                                                "run_steps"))
+    bounds = [0, *(step_at(start, run) for start in starts), run]
+    stages = []
+    for index, (count, side) in enumerate(zip(views, sizes)):
+        config = stage_config("coarse", args, runs / f"gpu-recipe-{index}", prior)
+        config.max_num_iterations = args.recipe_steps
+        config.pipeline.datamanager.data = data
+        novel = config.pipeline.datamanager.novel_views
+        novel.views_per_step, novel.resolution, novel.stage_starts = (count,), (side // 8 if args.tiny else side,), ()
+        if not args.tiny:
+            config.pipeline.guidance.resolution = 256  # Zero123's native size: 32x32 latents
+        clock.reset_peak()
+        result = train_stage(config, clock, lambda step: "all", lambda trainer: None, skip)
+        del result["_trainer"]
+        stages.append({"views": count, "resolution": novel.resolution[0], "recipe_steps": bounds[index + 1] - bounds[index],
+                       "median_ms": result["phases"]["all"]["median_ms"], "setup_s": result["setup_s"],
+                       "peak_memory_mib": clock.peak_mib()})
+        _release(clock)
+    training_s = sum(entry["recipe_steps"] * entry["median_ms"] for entry in stages) / 1000.0
+    return {"recipe": "zero123", "source": budget["views_per_step"].source, "run_steps": run, "stages": stages,
+            "projected_training_s": training_s}
+
+
+def projected_gpu_recipe(report: Dict[str, Any]) -> Optional[float]:
+    """Seconds from photo to mesh with the zero123 GPU recipe: preprocessing, the first stage's set-up, the recipe's
+    steps of each stage at its measured median, and the mesh export."""
+    stages = report["stages"]
+    recipe = stages.get("gpu_recipe", {})
+    parts = [stages.get("preprocess", {}).get("seconds"), stages.get("mesh", {}).get("seconds")]
+    if recipe.get("status") != "ok" or any(part is None for part in parts):
+        return None
+    return sum(parts) + recipe["stages"][0]["setup_s"] + recipe["projected_training_s"]
+
+
 def stage_config(stage: str, args, runs: Path, prior: Path):
     """A headless trainer config of `stage` ("coarse" or "refine") with the prior at `prior`, no saves or evals
     during the timed steps, and the tiny sizes with --tiny."""
@@ -476,6 +523,13 @@ def table(report: Dict[str, Any]) -> str:
                   f"{prior['unet_cfg_ms']:.1f} ms, around it {prior['score_overhead_ms']:.1f} ms; total "
                   f"{prior['total_ms']:.1f} ms; shaded coarse step / prior = "
                   f"{report['coarse_step_over_prior'] or float('nan'):.2f}"]
+    recipe = report["stages"].get("gpu_recipe", {})
+    if recipe.get("status") == "ok":
+        lines += ["", f"GPU recipe ({recipe['recipe']}: {recipe['source']}), {recipe['run_steps']} steps; photo to mesh "
+                  f"projected: {report['projected_gpu_recipe_to_mesh_s'] or float('nan'):.1f} s",
+                  "| views a step | px | steps in the recipe | median ms/step | peak MiB |", "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {entry['views']} | {entry['resolution']} | {entry['recipe_steps']} | {entry['median_ms']:.1f} | "
+                  f"{entry['peak_memory_mib']:.0f} |" for entry in recipe["stages"]]
     seconds = report["photo_to_export_s"]
     projected_s = report["projected_photo_to_export_s"]
     lines += ["", "| export | photo to export, this run (s) | at the default steps, projected (s) |", "|---|---:|---:|"]
@@ -501,6 +555,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--coarse-steps", type=int, default=None, help="coarse steps (default 60; --tiny 6)")
     parser.add_argument("--refine-steps", type=int, default=None, help="refine steps (default 40; --tiny 3)")
     parser.add_argument("--prior-repeats", type=int, default=None, help="timed calls of the prior alone (default 5)")
+    parser.add_argument("--recipe-steps", type=int, default=None,
+                        help="coarse steps of each GPU recipe stage (default 8; --tiny 2)")
     parser.add_argument("--setup", type=Path, default=None,
                         help="key=value lines of the set-up steps (install, extension build, pytest) for the report")
     args = parser.parse_args(argv)
@@ -515,6 +571,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.coarse_steps < 2 or args.refine_steps < 1:
         parser.error("--coarse-steps must be at least 2 and --refine-steps at least 1")
     args.albedo_steps = args.coarse_steps // 2
+    args.recipe_steps = args.recipe_steps or (2 if args.tiny else 8)
     args.prior_repeats = args.prior_repeats or (2 if args.tiny else 5)
     return args
 
@@ -558,7 +615,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         recorder.close()
         shutil.rmtree(prior_folder, ignore_errors=True)
     report["imported_distributions"] = imported_distributions()
-    report["ok"] = all(report["stages"].get(name, {}).get("status") == "ok" for name in STAGES)
+    report["ok"] = all(report["stages"].get(name, {}).get("status") == "ok" for name in (*STAGES, "gpu_recipe"))
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     text = table(report)
     (out / "table.md").write_text(text)
@@ -617,14 +674,17 @@ def run_chain(args, report: Dict[str, Any], clock: Clock, out: Path, prior: Path
         trainer = coarse_result["_trainer"]
         novel = trainer.pipeline.datamanager.config.novel_views
         try:
-            report["prior_compute"] = prior_compute(trainer.pipeline.guidance, recorder.parts, novel.views_per_step,
-                                                    novel.resolution, clock.device, args.prior_repeats)
+            report["prior_compute"] = prior_compute(trainer.pipeline.guidance, recorder.parts, novel.views_per_step[0],
+                                                    novel.resolution[0], clock.device, args.prior_repeats)
         except Exception as error:  # noqa: BLE001
             report["prior_compute"] = None
             stages["coarse"]["prior_compute_error"] = one_line(error)
     if coarse_result is not None:
         del coarse_result["_trainer"]
     recorder.parts = None
+    _release(clock)
+
+    stage("gpu_recipe", lambda: gpu_recipe(args, data, runs, prior, clock, skip), needs=("preprocess",))
     _release(clock)
 
     def mesh() -> Dict[str, Any]:
@@ -661,6 +721,7 @@ def run_chain(args, report: Dict[str, Any], clock: Clock, out: Path, prior: Path
     # The chain's order: preprocess, coarse, mesh, refine, splat, turntable; seconds of its stages up to each export.
     report["photo_to_export_s"] = {name: done_at.get(name) for name in EXPORTS}
     report["projected_photo_to_export_s"] = projected(report)
+    report["projected_gpu_recipe_to_mesh_s"] = projected_gpu_recipe(report)
     shaded = stages.get("coarse", {}).get("phases", {}).get("shaded")
     prior_total = (report.get("prior_compute") or {}).get("total_ms")
     report["coarse_step_over_prior"] = shaded["median_ms"] / prior_total if shaded and prior_total else None

@@ -29,7 +29,7 @@ MIN_IMAGE_SIDE = 16
 @dataclass(frozen=True)
 class Range:
     """The valid values of one numeric option: a number (or, with `pair`, an ordered (low, high) pair, or with
-    `sequence`, a non-empty tuple) from `low` to `high` (None: unbounded), ends included unless `open_low` /
+    `sequence`, a non-empty tuple, or with `empty` also an empty one, or with `single` also one number) from `low` to `high` (None: unbounded), ends included unless `open_low` /
     `open_high`; `integer` asks for whole numbers, `optional` also allows None. Floats must be finite."""
 
     low: Optional[float] = None
@@ -40,6 +40,8 @@ class Range:
     optional: bool = False
     pair: bool = False
     sequence: bool = False
+    empty: bool = False
+    single: bool = False
 
     def describe(self) -> str:
         kind = "an integer" if self.integer else "a number"
@@ -61,8 +63,10 @@ class Range:
         """None when `value` is valid, else what is wrong with it."""
         if value is None:
             return None if self.optional else "is missing"
+        if self.single and isinstance(value, (int, float)):
+            value = (value,)
         if self.pair or self.sequence:
-            if not isinstance(value, (tuple, list)) or not value:
+            if not isinstance(value, (tuple, list)) or not (value or self.empty):
                 return "is not a list of numbers"
             if self.pair and len(value) != 2:
                 return f"has {len(value)} values, not 2"
@@ -114,8 +118,10 @@ NUMERIC_RULES: Dict[str, Range] = {
     "SingleImageDataManagerConfig.train_num_rays_per_batch": Range(1, 1 << 22, integer=True),
     "SingleImageDataManagerConfig.eval_num_rays_per_batch": Range(1, 1 << 22, integer=True),
     "RefineDataManagerConfig.reference_size": Range(0, 4096, integer=True),
-    "NovelViewConfig.views_per_step": Range(1, 64, integer=True),
-    "NovelViewConfig.resolution": Range(8, 1024, integer=True, optional=True),
+    "NovelViewConfig.views_per_step": Range(1, 64, integer=True, sequence=True, single=True, optional=True),
+    "NovelViewConfig.resolution": Range(8, 1024, integer=True, sequence=True, single=True, optional=True),
+    "NovelViewConfig.stage_starts": Range(0.0, 1.0, open_low=True, open_high=True, sequence=True, empty=True,
+                                          optional=True),
     "NovelViewConfig.initial_azimuth_half_width": Range(0.0, 180.0, optional=True),
     "NovelViewConfig.widen_start": FRACTION,
     "NovelViewConfig.widen_end": Range(0.0, 1.0, optional=True),
@@ -222,6 +228,7 @@ NUMERIC_RULES: Dict[str, Range] = {
     "TextualInversionConfig.seed": SEED,
     # trainer (nerfstudio's fields that both stages rely on)
     "TrainerConfig.max_num_iterations": COUNT,
+    "SingleImageTrainerConfig.max_num_iterations": Range(1, None, integer=True, optional=True),  # None: the recipe's
     "TrainerConfig.steps_per_save": COUNT,
     "TrainerConfig.steps_per_eval_batch": STEPS,
     "TrainerConfig.steps_per_eval_image": STEPS,

@@ -6,6 +6,7 @@ entry points while its datamanager module is half imported, so that entry point 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
@@ -13,7 +14,6 @@ from nerfstudio.plugins.types import MethodSpecification
 
 from single_image_nerf.pipeline import SingleImagePipelineConfig
 from single_image_nerf.refine.pipeline import RefinePipelineConfig
-from single_image_nerf.run_length import DEFAULT_REFINE_STEPS, DEFAULT_RUN_STEPS
 from single_image_nerf.schedulers import FloatExponentialDecaySchedulerConfig
 from single_image_nerf.trainer import SingleImageTrainerConfig
 
@@ -26,7 +26,8 @@ def _field_optimizer(lr: float) -> dict:
     }
 
 
-def _stage_trainer_config(method_name: str, pipeline, optimizers: dict, max_steps: int) -> SingleImageTrainerConfig:
+def _stage_trainer_config(method_name: str, pipeline, optimizers: dict,
+                          max_steps: Optional[int]) -> SingleImageTrainerConfig:
     """What both stages share: a save and a preview image every 250 steps, only the latest checkpoint kept, fp32,
     and the viewer bound to this machine only."""
     return SingleImageTrainerConfig(
@@ -56,9 +57,9 @@ def headless(config, device: str, output_dir: Path):
     return config
 
 
-def coarse_trainer_config(max_steps: int = DEFAULT_RUN_STEPS) -> SingleImageTrainerConfig:
+def coarse_trainer_config(max_steps: Optional[int] = None) -> SingleImageTrainerConfig:
     """The coarse stage: hash-grid field, reference losses and the guidance on novel views. Every schedule is a
-    fraction of `max_steps` (--max-num-iterations)."""
+    fraction of `max_steps` (--max-num-iterations; None: the prior's recipe for the device)."""
     optimizers = {
         "proposal_networks": _field_optimizer(1e-2),
         "fields": _field_optimizer(1e-2),
@@ -87,8 +88,9 @@ def _gaussian_optimizers() -> dict:
     return optimizers
 
 
-def refine_trainer_config(max_steps: int = DEFAULT_REFINE_STEPS) -> SingleImageTrainerConfig:
-    """The refine stage: Gaussians seeded from a coarse run, the same reference losses and the coarse run's prior."""
+def refine_trainer_config(max_steps: Optional[int] = None) -> SingleImageTrainerConfig:
+    """The refine stage: Gaussians seeded from a coarse run, the same reference losses and the coarse run's prior
+    (`max_steps` None: the prior's refine recipe for the device)."""
     return _stage_trainer_config("single-image-refine", RefinePipelineConfig(), _gaussian_optimizers(), max_steps)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Literal, Mapping, Optional, Tuple, Type
 
 import torch
 import tyro
@@ -41,6 +41,9 @@ class SingleImagePipelineConfig(VanillaPipelineConfig):
     run_steps: tyro.conf.Suppress[int] = DEFAULT_RUN_STEPS
     """Steps of the whole run, of which every schedule is a fraction: set from --max-num-iterations when training
     starts."""
+    recipe_budget: Optional[Literal["gpu", "cpu"]] = None
+    """Which budget of the prior's recipe fills the views per step, render sizes and run length: gpu (the
+    reference's) or cpu (one view a step at a small size over a longer run) (None: gpu on CUDA, cpu elsewhere)."""
 
     stage: ClassVar[str] = "coarse"
     """Which of a prior's recipes (guidance/recipes.py) this stage follows."""
@@ -49,31 +52,55 @@ class SingleImagePipelineConfig(VanillaPipelineConfig):
         "novel_radius": "datamanager.novel_views.radius_range",
         "initial_azimuth_half_width": "datamanager.novel_views.initial_azimuth_half_width",
         "widen_end": "datamanager.novel_views.widen_end",
-        "novel_resolution": "datamanager.novel_views.resolution",
         "background": "model.background",
         "shading_start": "model.shading_start",
     })
     """The option each of a recipe's settings sets in this stage."""
+    budget_options: ClassVar[Mapping[str, str]] = MappingProxyType({
+        "views_per_step": "datamanager.novel_views.views_per_step",
+        "novel_resolution": "datamanager.novel_views.resolution",
+        "stage_starts": "datamanager.novel_views.stage_starts",
+    })
+    """The option each of a recipe's budget settings sets in this stage (the run length sets --max-num-iterations)."""
 
     def recipe(self) -> recipes.Recipe:
         """The recipe of this stage's prior."""
         return recipes.recipe_for(self.guidance, self.stage)
 
-    def resolve(self) -> Dict[str, Any]:
-        """Fill every option left unset (None) from the prior's recipe; returns {option path: value} of what was
-        filled. A camera range the recipe fixes at the reference camera's takes the dataparser's reference value."""
+    def budget(self, device: Optional[str] = None) -> str:
+        """The recipe budget this run follows: `recipe_budget`, else the one of `device` (set once, then kept)."""
+        if self.recipe_budget is None:
+            self.recipe_budget = recipes.budget_of_device(device or "cpu")
+        return self.recipe_budget
+
+    def recipe_run_steps(self, device: Optional[str] = None) -> int:
+        """The run's length by the prior's recipe, for the budget of `device` (or `recipe_budget`)."""
+        return self.recipe().budget(self.budget(device))["run_steps"].value
+
+    def resolve(self, device: Optional[str] = None) -> Dict[str, Any]:
+        """Fill every option left unset (None) from the prior's recipe and its budget for `device` (or
+        `recipe_budget`); returns {option path: value} of what was filled. A camera range the recipe fixes at the
+        reference camera's takes the dataparser's reference value."""
+        self.budget(device)
+        self.datamanager.novel_views.normalise()
         recipe = self.recipe()
         filled: Dict[str, Any] = {}
-        for concept, path in self.recipe_options.items():
+        for path, value in self._recipe_values(recipe):
             owner_path, name = path.rsplit(".", 1)
             owner = _walk(self, owner_path)
-            if concept not in recipe.settings or getattr(owner, name, None) is not None:
-                continue
-            value = self._setting(recipe, concept)
-            setattr(owner, name, value)
-            filled[path] = value
+            if getattr(owner, name, None) is None:
+                setattr(owner, name, value)
+                filled[path] = value
         filled.update({f"guidance.{name}": value for name, value in recipes.apply(self.guidance, recipe).items()})
         return filled
+
+    def _recipe_values(self, recipe: recipes.Recipe) -> List[Tuple[str, Any]]:
+        """(option path, the recipe's value) of every setting and budget setting this stage takes from `recipe`."""
+        values = [(path, self._setting(recipe, concept)) for concept, path in self.recipe_options.items()
+                  if concept in recipe.settings]
+        budget = recipe.budget(self.budget())
+        return values + [(path, budget[concept].value) for concept, path in self.budget_options.items()
+                         if concept in budget]
 
     def _setting(self, recipe: recipes.Recipe, concept: str) -> Any:
         """The recipe's value of a setting, with a range fixed at the reference camera's made concrete."""
@@ -88,19 +115,22 @@ class SingleImagePipelineConfig(VanillaPipelineConfig):
         """One line: the recipe followed and the value of each option it sets, marked where a user's option differs."""
         recipe = self.recipe()
         parts = []
-        for concept, path in self.recipe_options.items():
-            if concept in recipe.settings:
-                owner_path, name = path.rsplit(".", 1)
-                value = getattr(_walk(self, owner_path), name, None)
-                parts.append(_shown(name, value, self._setting(recipe, concept)))
+        for path, recipe_value in self._recipe_values(recipe):
+            owner_path, name = path.rsplit(".", 1)
+            parts.append(_shown(name, getattr(_walk(self, owner_path), name, None), recipe_value))
         for name, sourced in recipe.guidance.items():
             parts.append(_shown(f"guidance.{name}", getattr(self.guidance, name, None), sourced.value))
         for part, values in recipe.parts.items():
             sub = getattr(self.guidance, part, None)
             parts += [_shown(f"guidance.{part}.{name}", getattr(sub, name, None), sourced.value)
                       for name, sourced in values.items()]
-        return (f"{self.stage} stage, {recipe.name} recipe (docs/guidance.md; * = your option): " + ", ".join(parts)
-                + f"; schedules over {self.run_steps} steps")
+        budget = self.budget()
+        length = recipe.budget(budget)["run_steps"]
+        origin = "--max-num-iterations" if self.run_steps != length.value else (
+            f"the recipe's: {length.deviation or length.source}")
+        cpu = f" ({recipes.CPU_DEVIATION})" if budget == recipes.CPU_BUDGET else " (the reference's views and sizes)"
+        return (f"{self.stage} stage, {recipe.name} recipe, {budget} budget{cpu} (docs/guidance.md; * = your "
+                f"option): " + ", ".join(parts) + f"; schedules over {self.run_steps} steps ({origin})")
 
 
 def _walk(config: Any, path: str) -> Any:
@@ -110,7 +140,8 @@ def _walk(config: Any, path: str) -> Any:
 
 
 def _shown(name: str, value: Any, recipe_value: Any) -> str:
-    text = " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, tuple) else (
+    text = " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none" if isinstance(
+        value, tuple) else (
         f"{value:g}" if isinstance(value, float) else str(value))
     return f"{name} {text}{'' if value == recipe_value else '*'}"
 
@@ -123,7 +154,7 @@ class SingleImagePipeline(VanillaPipeline):
     datamanager: SingleImageDataManager
 
     def __init__(self, config: SingleImagePipelineConfig, device: str, test_mode: str = "val", **kwargs: Any) -> None:
-        config.resolve()  # options nobody set, also those of a config.yml written before they existed
+        config.resolve(device)  # options nobody set, also those of a config.yml written before they existed
         super().__init__(config, device, test_mode=test_mode, **kwargs)
         self.datamanager.run_steps = config.run_steps
         self.model.run_steps = config.run_steps
@@ -206,8 +237,8 @@ class SingleImagePipeline(VanillaPipeline):
         metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
         loss_dict = self.model.get_loss_dict(model_outputs, batch, metrics_dict)
 
-        cameras = self.datamanager.next_novel_cameras(step)
-        size = self.datamanager.config.novel_views.resolution
+        cameras = self.datamanager.next_novel_cameras(step)  # every view of the step: one render, one prior call
+        _, size = self.datamanager.novel_view_stage(step)
         views = self.model.render_views(cameras, image_size=(size, size))
         self.last_novel_views = (step, cameras, views["rgb"].detach())  # shown by the viewer
         loss_dict.update(self.model.get_novel_view_loss_dict(views))
@@ -237,7 +268,7 @@ class SingleImagePipeline(VanillaPipeline):
         azimuth, elevation, radius = pose_angles(reference.camera_to_worlds)
         fov = fov_from_focal(reference.fy[:, 0], int(reference.height[0]))
         count = len(NOVEL_PREVIEW_AZIMUTHS)
-        resolution = self.datamanager.config.novel_views.resolution
+        _, resolution = self.datamanager.novel_view_stage(step)
         preview = orbit_cameras(azimuth + torch.tensor(NOVEL_PREVIEW_AZIMUTHS), elevation.expand(count),
                                 radius.expand(count), fov.expand(count), resolution, resolution).to(self.device)
         for index, offset in enumerate(NOVEL_PREVIEW_AZIMUTHS):

@@ -6,7 +6,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Type
+from typing import Optional, Type
 
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackLocation
@@ -26,6 +26,9 @@ class SingleImageTrainerConfig(TrainerConfig):
     """TrainerConfig whose `max_num_iterations` is the total step count, also when resuming with --load-dir."""
 
     _target: Type = field(default_factory=lambda: SingleImageTrainer)
+    max_num_iterations: Optional[int] = None  # type: ignore[assignment]
+    """Steps of the whole run (None: the prior's recipe for the device: 600 for zero123 on CUDA; see
+    docs/guidance.md)."""
 
     def set_experiment_name(self) -> None:
         """As nerfstudio does, except that a pipeline config that knows a better name (the refine stage's, whose data
@@ -36,18 +39,23 @@ class SingleImageTrainerConfig(TrainerConfig):
 
 
     def resolve(self) -> None:
-        """Fill what the run's length and the prior decide: the pipeline's run length (every schedule is a fraction
-        of --max-num-iterations), a learning-rate decay without a length (the whole run), and every option left unset
-        from the prior's recipe (guidance/recipes.py). Idempotent; a user's explicit option is never changed."""
+        """Fill what the prior and the run's length decide: every option left unset from the prior's recipe and its
+        budget for this device (guidance/recipes.py), the run's length when --max-num-iterations is unset (the
+        recipe's), the pipeline's run length (every schedule is a fraction of it) and a learning-rate decay without a
+        length (the whole run). Idempotent; a user's explicit option is never changed."""
         pipeline = self.pipeline
+        if hasattr(pipeline, "resolve"):
+            pipeline.resolve(self.machine.device_type)
+        if self.max_num_iterations is None:
+            if not hasattr(pipeline, "recipe_run_steps"):
+                raise UserInputError("--max-num-iterations is unset and the pipeline has no recipe to take it from")
+            self.max_num_iterations = pipeline.recipe_run_steps(self.machine.device_type)
         if hasattr(pipeline, "run_steps"):
             pipeline.run_steps = self.max_num_iterations
         for group in self.optimizers.values():
             scheduler = group.get("scheduler") if isinstance(group, dict) else None
             if scheduler is not None and hasattr(scheduler, "max_steps") and scheduler.max_steps is None:
                 scheduler.max_steps = self.max_num_iterations
-        if hasattr(pipeline, "resolve"):
-            pipeline.resolve()
 
     def save_config(self) -> None:
         """As nerfstudio does (ns-train calls it before anything else), with the options the recipe and the run's
@@ -149,8 +157,8 @@ class SingleImageTrainer(Trainer):
         return optimizers
 
     def setup(self, test_mode="val") -> None:
-        total = self.config.max_num_iterations
         self.config.resolve()  # a run started without save_config (a script) resolves here
+        total = self.config.max_num_iterations
         if str(self.device).startswith("cpu"):
             keep_freed_memory()  # later steps reuse the first steps' pages instead of faulting in fresh ones
         super().setup(test_mode=test_mode)

@@ -19,7 +19,8 @@ STAGES = ("preprocess", "coarse", "mesh", "refine", "splat", "turntable")
 EXPORTS = ("mesh", "splat", "turntable")
 TOP_LEVEL = {"schema", "device", "tiny", "device_name", "versions", "setup", "settings", "stages", "prior",
              "prior_compute", "photo_to_export_s", "projected_photo_to_export_s", "coarse_step_over_prior",
-             "unet_share_of_coarse_step", "peak_gpu_memory_mib", "files", "imported_distributions", "ok"}
+             "unet_share_of_coarse_step", "peak_gpu_memory_mib", "files", "imported_distributions", "ok",
+             "projected_gpu_recipe_to_mesh_s"}
 
 
 def finite(value) -> bool:
@@ -56,6 +57,11 @@ def test_tiny_cpu_run_reports_every_stage_with_finite_timings(check):
             assert finite(phase[key]) and phase[key] >= 0, key
         assert 0 < phase["unet_share"] < 1 and phase["min_ms"] <= phase["median_ms"]
     assert set(report["unet_share_of_coarse_step"]) == {"albedo", "shaded"}
+    recipe = report["stages"]["gpu_recipe"]
+    assert recipe["status"] == "ok" and [entry["views"] for entry in recipe["stages"]] == [12, 4, 2]
+    assert sum(entry["recipe_steps"] for entry in recipe["stages"]) == recipe["run_steps"] == 600
+    assert all(finite(entry["median_ms"]) and finite(entry["peak_memory_mib"]) for entry in recipe["stages"])
+    assert finite(report["projected_gpu_recipe_to_mesh_s"]) and "GPU recipe (zero123" in stdout
     refine = report["stages"]["refine"]
     assert refine["phases"]["all"]["steps"] == settings["refine_steps"] and refine["num_gaussians"] > 0
     assert finite(refine["phases"]["all"]["median_ms"])

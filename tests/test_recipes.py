@@ -88,6 +88,27 @@ def test_the_docs_table_lists_every_recipe_value():
     assert not missing, f"docs/guidance.md's recipe table lacks {missing}"
 
 
+def test_the_docs_table_lists_every_budget_value():
+    text = (ROOT / "docs" / "guidance.md").read_text()
+    options = {**SingleImagePipelineConfig.budget_options, "run_steps": "max_num_iterations"}
+    missing = []
+    for stage, table in (("coarse", recipes.COARSE_RECIPES), ("refine", recipes.REFINE_RECIPES)):
+        for name, recipe in table.items():
+            if name == "none":
+                continue
+            label = name if stage == "coarse" else f"{name}, refine"
+            for budget in recipes.BUDGETS:
+                for concept, sourced in recipe.budget(budget).items():
+                    path = options[concept] if concept == "run_steps" else f"pipeline.{options[concept]}"
+                    start = f"| {label} | `--{path.replace('_', '-')}` ({budget}) | "
+                    value = sourced.value
+                    shown = "(" + ", ".join(f"{v:.3g}" for v in value) + ")" if isinstance(value, tuple) else str(value)
+                    if not any(line.startswith(start + shown + " | ") and sourced.source in line
+                               for line in text.splitlines()):
+                        missing.append((label, budget, concept))
+    assert not missing, f"docs/guidance.md's budget table lacks {missing}"
+
+
 def test_magic123_recipe_fills_each_prior_and_keeps_what_the_user_set():
     config = Magic123GuidanceConfig()
     config.zero123.weight = 40.0

@@ -65,7 +65,7 @@ def test_panel_draws_reference_and_follows_the_novel_cameras(pipeline, server):
 
     assert panel.update(0, force=True)
     first = [np.array(handle.position) for handle in panel.novel_handles]
-    assert len(first) == pipeline.datamanager.config.novel_views.views_per_step
+    assert len(first) == pipeline.datamanager.novel_view_stage(0)[0]
     expected = pipeline.datamanager.next_novel_cameras(1500).camera_to_worlds[:, :3, 3].numpy() * 10.0
     assert panel.update(1500, force=True)
     later = [np.array(handle.position) for handle in panel.novel_handles]

@@ -9,10 +9,11 @@
 # (skipped where the project already imports, or with --no-install); build gsplat's CUDA extension, or load the one
 # kept in .whl/torch_extensions/ by an earlier run, and time it; pytest -m gpu; then benchmarks/gpu_check.py runs
 # the whole chain at the real default sizes with the Stable Diffusion 2.1-base architecture at random weights and
-# writes report.json and table.md under --out.
+# writes report.json and table.md under --out; it also times each stage of the zero123 recipe's GPU budget (12 views
+# a step at 64 px, 4 at 128, 2 at 256) with its peak memory, and projects that recipe's photo-to-mesh time.
 # Options: --out DIR (default gpu_check_outputs), --device auto|cuda|cpu, --tiny, --no-install, --no-pytest,
 # --wheels DIR (default .whl), --venv DIR (default /tmp/gpu-check-venv); other options pass to benchmarks/gpu_check.py
-# (--coarse-steps N, --refine-steps N, --photo FILE).
+# (--coarse-steps N, --refine-steps N, --recipe-steps N, --photo FILE).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -17,7 +17,7 @@ from single_image_nerf.data.camera_sampling import ViewRanges, cameras_to_device
 from single_image_nerf.data.dataset import SingleImageDataset
 from single_image_nerf.data.single_image_dataparser import SingleImageDataParserConfig
 from single_image_nerf.errors import UserInputError
-from single_image_nerf.run_length import DEFAULT_RUN_STEPS, step_at
+from single_image_nerf.run_length import DEFAULT_RUN_STEPS, stage_index, stage_value, step_at
 
 
 def concatenate_rays(bundles: List[RayBundle]) -> RayBundle:
@@ -37,10 +37,15 @@ def concatenate_rays(bundles: List[RayBundle]) -> RayBundle:
 class NovelViewConfig:
     """Where and how the novel cameras are drawn."""
 
-    views_per_step: int = 1
-    """Novel cameras rendered at each training step."""
-    resolution: Optional[int] = None
-    """Side of the square novel-view renders, in pixels (None: the prior's recipe)."""
+    views_per_step: Optional[Tuple[int, ...]] = None
+    """Novel cameras rendered at each training step: one value per stage of the run (`stage-starts`), or one for the
+    whole run (None: the prior's recipe for the device: 12, 4, 2 on CUDA for zero123)."""
+    resolution: Optional[Tuple[int, ...]] = None
+    """Side of the square novel-view renders, in pixels: one value per stage of the run, or one for the whole run
+    (None: the prior's recipe for the device: 64, 128, 256 on CUDA for zero123)."""
+    stage_starts: Optional[Tuple[float, ...]] = None
+    """Fractions of the run at which the second, third, ... stages of `views-per-step` and `resolution` begin
+    (threestudio's resolution_milestones) (None: the prior's recipe; empty: one stage)."""
     initial_azimuth_half_width: Optional[float] = None
     """Half width of the azimuth window around the reference view at the start (45: a 90 degree window; 180: the
     full circle from the start) (None: the prior's recipe)."""
@@ -63,17 +68,38 @@ class NovelViewConfig:
 
     def unresolved(self) -> list:
         """Names of the options still unset (the pipeline fills them from the prior's recipe)."""
-        return [name for name in ("resolution", "initial_azimuth_half_width", "widen_end", "radius_range", "fov_range")
-                if getattr(self, name) is None]
+        return [name for name in ("views_per_step", "resolution", "stage_starts", "initial_azimuth_half_width",
+                                  "widen_end", "radius_range", "fov_range") if getattr(self, name) is None]
+
+    def normalise(self) -> None:
+        """One number given for `views_per_step` or `resolution` (a script's assignment, an older config.yml) becomes a
+        one-stage tuple."""
+        for name in ("views_per_step", "resolution", "stage_starts"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                setattr(self, name, tuple(value) if isinstance(value, list) else (value,))
+
+    def stage_at(self, step: int, run_steps: int) -> Tuple[int, int]:
+        """(views, side in pixels) of the novel views at `step` of a run of `run_steps`."""
+        index = stage_index(step, self.stage_starts or (), run_steps)
+        return int(stage_value(self.views_per_step, index)), int(stage_value(self.resolution, index))
 
     def validate(self, scene_bound: float) -> None:
         """Refuse impossible ranges with one line each."""
         if self.unresolved():
             raise ValueError(f"novel-view options {', '.join(self.unresolved())} are unset: the pipeline fills them "
                              "from the prior's recipe (SingleImagePipelineConfig.resolve) before the datamanager is built")
+        self.normalise()
+        stages = len(self.stage_starts) + 1
+        starts = (0.0, *self.stage_starts, 1.0)
         checks = [
-            (self.views_per_step >= 1, f"views per step must be at least 1, got {self.views_per_step}"),
-            (self.resolution >= 8, f"novel-view resolution must be at least 8 pixels, got {self.resolution}"),
+            (all(len(getattr(self, name)) in (1, stages) for name in ("views_per_step", "resolution")),
+             f"views per step {self.views_per_step} and resolution {self.resolution} need one value, or one per stage "
+             f"({stages}: stage starts {self.stage_starts})"),
+            (all(low < high for low, high in zip(starts, starts[1:])),
+             f"stage starts are increasing fractions of the run inside (0, 1), got {self.stage_starts}"),
+            (min(self.views_per_step) >= 1, f"views per step must be at least 1, got {self.views_per_step}"),
+            (min(self.resolution) >= 8, f"novel-view resolution must be at least 8 pixels, got {self.resolution}"),
             (0.0 <= self.initial_azimuth_half_width <= 180.0,
              f"initial azimuth half width must lie in [0, 180], got {self.initial_azimuth_half_width}"),
             (0.0 <= self.widen_start <= 1.0 and 0.0 <= self.widen_end <= 1.0,
@@ -223,14 +249,19 @@ class SingleImageDataManager(VanillaDataManager[SingleImageDataset]):
         """The curriculum's view ranges at `step`."""
         return self.config.novel_views.ranges_at(step, self.run_steps)
 
+    def novel_view_stage(self, step: int) -> Tuple[int, int]:
+        """(views, side in pixels) of the novel views at `step`."""
+        return self.config.novel_views.stage_at(step, self.run_steps)
+
     def next_novel_cameras(self, step: int) -> Cameras:
-        """The novel cameras of `step`, reproducible from the seed and the step alone, on the datamanager's device."""
+        """The novel cameras of `step` (as many, and as large, as the stage of the run says), reproducible from the
+        seed and the step alone, on the datamanager's device."""
         novel = self.config.novel_views
+        count, side = self.novel_view_stage(step)
         generator = torch.Generator().manual_seed(novel.seed * 1_000_003 + step)
         azimuth, elevation, radius, fov = sample_views(
-            self.novel_view_ranges(step), novel.views_per_step, self.reference_azimuths, generator,
+            self.novel_view_ranges(step), count, self.reference_azimuths, generator,
             uniform_sphere=novel.uniform_sphere,
         )
-        cameras = orbit_cameras(azimuth, elevation, radius, fov, novel.resolution, novel.resolution,
-                                reference_azimuth=self.reference_azimuth)
+        cameras = orbit_cameras(azimuth, elevation, radius, fov, side, side, reference_azimuth=self.reference_azimuth)
         return cameras_to_device(cameras, self.device)

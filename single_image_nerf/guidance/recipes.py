@@ -6,6 +6,11 @@ A recipe fills only the options left unset (None): a user's explicit option alwa
 recipe of its prior when it is set up (`SingleImagePipelineConfig.resolve`), so the resolved values are printed at the
 start of training and written to config.yml; a guidance built on its own applies its own part (`apply`).
 
+A recipe also has a budget per device (`budgets`): views per step, the render size and the run's length. On CUDA
+(the gpu budget) they are the reference's: threestudio's Zero123 renders 12, 4, then 2 views a step at 64, 128, then
+256 px over 600 steps. On a CPU (the cpu budget, also Apple's MPS) one view a step at 64 px over today's 5000 steps:
+the CPU budget, stated as a deviation. `--pipeline.recipe-budget` picks a budget on any device.
+
 Schedules are fractions of the run (`--max-num-iterations`). Loss weights are on our scale: the reference colour loss
 weighs 1000 (`rgb_loss_mult`), so a reference's `lambda_sds / lambda_rgb` is multiplied by 1000. docs/guidance.md
 shows every value beside its source.
@@ -27,6 +32,18 @@ TS_PROLIFICDREAMER = f"{THREESTUDIO} configs/prolificdreamer.yaml"
 TS_SOLID_BACKGROUND = f"{THREESTUDIO} threestudio/models/background/solid_color_background.py"
 REALFUSION = "lukemelas/realfusion@3ec69d0"
 STABLE_DREAMFUSION = "ashawkey/stable-dreamfusion@5550b91 main.py"
+
+GPU_BUDGET = "gpu"
+"""The reference's views per step, render sizes and run length: the budget on CUDA."""
+CPU_BUDGET = "cpu"
+"""One view a step at a small size over a longer run: the budget elsewhere."""
+BUDGETS = (GPU_BUDGET, CPU_BUDGET)
+
+
+def budget_of_device(device) -> str:
+    """The budget a device gets: gpu on CUDA ("cuda", "cuda:1", a torch.device), cpu elsewhere (a CPU, MPS)."""
+    return GPU_BUDGET if str(device).startswith("cuda") else CPU_BUDGET
+
 
 REFERENCE_CAMERA = "reference"
 """A camera range fixed at the reference camera's value (its field of view or its distance)."""
@@ -52,12 +69,22 @@ class Recipe:
     name: str
     """The recipe's name (the prior's subcommand, or stable-zero123)."""
     settings: Mapping[str, Sourced]
-    """Method-wide settings by concept (novel_fov, novel_radius, initial_azimuth_half_width, widen_end,
-    novel_resolution, background, shading_start); each pipeline maps a concept to its own option."""
+    """Method-wide settings by concept (novel_fov, novel_radius, initial_azimuth_half_width, widen_end, background,
+    shading_start); each pipeline maps a concept to its own option."""
     guidance: Mapping[str, Sourced]
     """Fields of the guidance config (weight, guidance_scale, t_range, t_range_end, anneal, anneal_start, anneal_end)."""
     parts: Mapping[str, Mapping[str, Sourced]] = field(default_factory=lambda: MappingProxyType({}))
     """Fields of a joint prior's sub-configs, by the sub-config's field name (magic123: stable_diffusion, zero123)."""
+    budgets: Mapping[str, Mapping[str, Sourced]] = field(default_factory=lambda: MappingProxyType({}))
+    """By budget (gpu, cpu): views_per_step and novel_resolution (one value per stage of the run), stage_starts
+    (fractions of the run at which the later stages begin) and run_steps (the run's length without
+    --max-num-iterations)."""
+
+    def budget(self, name: str) -> Mapping[str, Sourced]:
+        """The settings of budget `name` (gpu or cpu)."""
+        if name not in BUDGETS:
+            raise ValueError(f"unknown recipe budget {name!r}: use {' or '.join(BUDGETS)}")
+        return self.budgets[name]
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -73,7 +100,6 @@ _SD_CAMERAS = {
     "widen_end": Sourced(0.2, f"{REALFUSION} nerf/trainer.py (albedo-only warm-up: 1000 of 5000 iterations)",
                          "the window is full by a fifth of the run, when shading begins (stable-dreamfusion widens "
                          "over its first 40 %)"),
-    "novel_resolution": Sourced(64, f"{TS_DREAMFUSION} random_camera height 64; {STABLE_DREAMFUSION} --h/--w 64"),
     "background": Sourced("random", f"{REALFUSION} nerf/trainer.py (random background per pixel); "
                                     f"{STABLE_DREAMFUSION} (random colour in image+text mode)"),
     "shading_start": Sourced(0.2, f"{REALFUSION} nerf/trainer.py (albedo only for 1000 of 5000 iterations)"),
@@ -86,8 +112,6 @@ _ZERO123_CAMERAS = {
                                               "camera's default_camera_distance)"),
     "initial_azimuth_half_width": Sourced(180.0, f"{TS_ZERO123} azimuth_range [-180, 180], progressive_until 0"),
     "widen_end": Sourced(0.0, f"{TS_ZERO123} progressive_until 0 (the full circle from the first step)"),
-    "novel_resolution": Sourced(64, f"{TS_ZERO123} random_camera height [64, 128, 256] at steps [0, 200, 300]",
-                                "64 px throughout and one view a step (threestudio: 12, 4, 2): the CPU budget"),
     "background": Sourced("white", f"{TS_SOLID_BACKGROUND} color (1, 1, 1); Zero123 was trained on white"),
     "shading_start": Sourced(1.0, f"{TS_ZERO123} ambient_only_steps 100000 (beyond max_steps 600: albedo only)"),
 }
@@ -98,7 +122,6 @@ _MAGIC123_CAMERAS = {
                                               "default_camera_distance 2.5"),
     "initial_azimuth_half_width": Sourced(180.0, f"{TS_MAGIC123_COARSE} azimuth_range [-180, 180]"),
     "widen_end": Sourced(0.0, f"{TS_MAGIC123_COARSE} (no progressive view)"),
-    "novel_resolution": Sourced(128, f"{TS_MAGIC123_COARSE} random_camera height 128"),
     "background": Sourced("white", f"{TS_MAGIC123_COARSE} solid-color-background (white)"),
     "shading_start": Sourced(1.0, f"{TS_MAGIC123_COARSE} material_type no-material (albedo only)"),
 }
@@ -110,6 +133,58 @@ _ORACLE_SETTINGS = {
     "background": Sourced("white", "OracleGuidanceConfig.background_color (1, 1, 1): the truth is composited on white"),
     "shading_start": Sourced(1.0, "the oracle renders the known object's albedo"),
 }
+
+
+# ------------------------------------------------------------------------------------------------ budgets
+CPU_DEVIATION = "the CPU budget: one view a step at 64 px over a longer run"
+"""Why the cpu budget differs from a reference that renders more views a step, or larger ones."""
+
+
+def _budget(views, resolution, starts, run_steps, source: str, schedule: str, length: str, deviation: str = "",
+            length_deviation: str = "") -> Dict[str, Sourced]:
+    """One budget: `schedule` names where the views and sizes come from (`deviation`: where ours differ), `length`
+    where the run length does (`length_deviation`)."""
+    return {"views_per_step": Sourced(tuple(views), f"{source} {schedule}", deviation),
+            "novel_resolution": Sourced(tuple(resolution), f"{source} {schedule}", deviation),
+            "stage_starts": Sourced(tuple(starts), f"{source} {schedule}", deviation),
+            "run_steps": Sourced(run_steps, f"{source} {length}", length_deviation)}
+
+
+def _zero123_budgets(config: str, views) -> Dict[str, Mapping[str, Sourced]]:
+    """threestudio's Zero123-family schedule (`views` a step at 64, 128, 256 px from steps 0, 200, 300 of 600) on a
+    GPU; one view at 64 px over 5000 steps on a CPU."""
+    schedule = (f"random_camera batch_size [{', '.join(map(str, views))}], height [64, 128, 256], "
+                "resolution_milestones [200, 300] of max_steps 600")
+    return {GPU_BUDGET: _frozen(_budget(views, (64, 128, 256), (200 / 600, 300 / 600), 600, config, schedule,
+                                        "trainer.max_steps 600")),
+            CPU_BUDGET: _frozen(_budget((1,), (64,), (), 5000, config, schedule, "trainer.max_steps 600",
+                                        CPU_DEVIATION, f"{CPU_DEVIATION} (5000 steps: about the GPU recipe's 3400 "
+                                        "views at one a step, and the coarse default before the budgets)"))}
+
+
+_SD_BUDGET = _frozen(_budget((1,), (64,), (), 5000, TS_DREAMFUSION, "data batch_size 1, height 64",
+                             f"(run length) {REALFUSION} nerf/trainer.py 5000 iterations",
+                             length_deviation="5000 steps as RealFusion (threestudio's dreamfusion-sd: 10000)"))
+_SD_BUDGETS = {GPU_BUDGET: _SD_BUDGET, CPU_BUDGET: _SD_BUDGET}
+_MAGIC123_SCHEDULE = "random_camera batch_size 1, height 128"
+_MAGIC123_BUDGETS = {
+    GPU_BUDGET: _frozen(_budget((1,), (128,), (), 10000, TS_MAGIC123_COARSE, _MAGIC123_SCHEDULE,
+                                "trainer.max_steps 10000")),
+    CPU_BUDGET: _frozen(_budget((1,), (128,), (), 5000, TS_MAGIC123_COARSE, _MAGIC123_SCHEDULE,
+                                "trainer.max_steps 10000", length_deviation="the CPU budget: half the reference's "
+                                                                            "steps")),
+}
+
+
+def _refine_budgets(config: str) -> Dict[str, Mapping[str, Sourced]]:
+    """The refine stage's run length (its views and size are the refine datamanager's): `config`'s on a GPU,
+    2000 steps on a CPU."""
+    return {GPU_BUDGET: _frozen({"run_steps": Sourced(10000, f"{config} trainer.max_steps 10000")}),
+            CPU_BUDGET: _frozen({"run_steps": Sourced(2000, f"{config} trainer.max_steps 10000",
+                                                      "the CPU budget: a fifth of the reference's steps")})}
+
+
+_REFINE_BUDGETS = _refine_budgets(TS_MAGIC123_REFINE)
 
 
 # ------------------------------------------------------------------------------------------------ guidance
@@ -177,34 +252,47 @@ _MAGIC123_REFINE_ZERO123 = _magic123_zero123(TS_MAGIC123_REFINE)
 _JOINT = {"weight": Sourced(1.0, f"{TS_MAGIC123_COARSE} (each prior's own lambda against lambda_rgb 1000 = ours)")}
 _UNIT = {"weight": Sourced(1.0, "no prior of its own: the loss as it is")}
 
+_UNGUIDED_REFINE_BUDGETS = {budget: _frozen({"run_steps": Sourced(2000, "no prior of its own: the refine stage's "
+                                                                       "default length")}) for budget in BUDGETS}
+
 COARSE_RECIPES: Mapping[str, Recipe] = MappingProxyType({
-    "none": Recipe("none", _frozen({**_SD_CAMERAS}), _frozen(_UNIT)),
-    "oracle": Recipe("oracle", _frozen(_ORACLE_SETTINGS), _frozen(_UNIT)),
-    "stable-diffusion": Recipe("stable-diffusion", _frozen(_SD_CAMERAS), _frozen(_SD_GUIDANCE)),
-    "zero123": Recipe("zero123", _frozen(_ZERO123_CAMERAS), _frozen(_ZERO123_GUIDANCE)),
+    "none": Recipe("none", _frozen({**_SD_CAMERAS}), _frozen(_UNIT), budgets=_frozen(_SD_BUDGETS)),
+    "oracle": Recipe("oracle", _frozen(_ORACLE_SETTINGS), _frozen(_UNIT), budgets=_frozen(_SD_BUDGETS)),
+    "stable-diffusion": Recipe("stable-diffusion", _frozen(_SD_CAMERAS), _frozen(_SD_GUIDANCE),
+                               budgets=_frozen(_SD_BUDGETS)),
+    "zero123": Recipe("zero123", _frozen(_ZERO123_CAMERAS), _frozen(_ZERO123_GUIDANCE),
+                      budgets=_frozen(_zero123_budgets(TS_ZERO123, (12, 4, 2)))),
     "stable-zero123": Recipe("stable-zero123", _frozen({**_ZERO123_CAMERAS, **{
         key: Sourced(value.value, value.source.replace(TS_ZERO123, TS_STABLE_ZERO123), value.deviation)
-        for key, value in _ZERO123_CAMERAS.items()}}), _frozen(_STABLE_ZERO123_GUIDANCE)),
+        for key, value in _ZERO123_CAMERAS.items()}}), _frozen(_STABLE_ZERO123_GUIDANCE),
+                             budgets=_frozen(_zero123_budgets(TS_STABLE_ZERO123, (12, 8, 4)))),
     "magic123": Recipe("magic123", _frozen(_MAGIC123_CAMERAS), _frozen(_JOINT),
                        MappingProxyType({"stable_diffusion": _frozen(_MAGIC123_SD),
-                                         "zero123": _frozen(_MAGIC123_ZERO123)})),
+                                         "zero123": _frozen(_MAGIC123_ZERO123)}), _frozen(_MAGIC123_BUDGETS)),
 })
 """The coarse stage's recipe of each prior."""
 
+
+def _refine(coarse: str, guidance: Mapping[str, Sourced], parts: Optional[Mapping] = None,
+            budgets: Optional[Mapping] = None) -> Recipe:
+    """A refine recipe: the coarse recipe's cameras and background, `guidance` and `parts`, the refine budgets."""
+    recipe = COARSE_RECIPES[coarse]
+    return Recipe(coarse, recipe.settings, guidance, MappingProxyType(parts or {}),
+                  _frozen(budgets or _REFINE_BUDGETS))
+
+
 REFINE_RECIPES: Mapping[str, Recipe] = MappingProxyType({
-    "none": COARSE_RECIPES["none"],
-    "oracle": COARSE_RECIPES["oracle"],
-    "stable-diffusion": Recipe("stable-diffusion", COARSE_RECIPES["stable-diffusion"].settings,
-                               _frozen(_MAGIC123_REFINE_SD)),
-    "zero123": Recipe("zero123", COARSE_RECIPES["zero123"].settings, _frozen(_MAGIC123_REFINE_ZERO123)),
-    "stable-zero123": Recipe("stable-zero123", COARSE_RECIPES["stable-zero123"].settings,
-                             _frozen(_MAGIC123_REFINE_ZERO123)),
-    "magic123": Recipe("magic123", COARSE_RECIPES["magic123"].settings, _frozen(_JOINT),
-                       MappingProxyType({"stable_diffusion": _frozen(_MAGIC123_REFINE_SD),
-                                         "zero123": _frozen(_MAGIC123_REFINE_ZERO123)})),
+    "none": _refine("none", COARSE_RECIPES["none"].guidance, budgets=_UNGUIDED_REFINE_BUDGETS),
+    "oracle": _refine("oracle", COARSE_RECIPES["oracle"].guidance, budgets=_UNGUIDED_REFINE_BUDGETS),
+    "stable-diffusion": _refine("stable-diffusion", _frozen(_MAGIC123_REFINE_SD)),
+    "zero123": _refine("zero123", _frozen(_MAGIC123_REFINE_ZERO123)),
+    "stable-zero123": _refine("stable-zero123", _frozen(_MAGIC123_REFINE_ZERO123)),
+    "magic123": _refine("magic123", _frozen(_JOINT), {"stable_diffusion": _frozen(_MAGIC123_REFINE_SD),
+                                                      "zero123": _frozen(_MAGIC123_REFINE_ZERO123)}),
 })
-"""The refine stage's recipe of each prior: the coarse recipe's cameras and background, and the guidance of
-threestudio's Magic123 refine stage (each prior's part of it; Stable Diffusion at scale 100 and a small weight)."""
+"""The refine stage's recipe of each prior: the coarse recipe's cameras and background, the guidance of
+threestudio's Magic123 refine stage (each prior's part of it; Stable Diffusion at scale 100 and a small weight) and
+its run length on a GPU."""
 
 
 def recipe_for(config, stage: str = "coarse") -> Recipe:

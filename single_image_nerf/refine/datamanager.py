@@ -17,7 +17,8 @@ class RefineDataManagerConfig(SingleImageDataManagerConfig):
 
     _target: Type = field(default_factory=lambda: RefineDataManager)
     novel_views: NovelViewConfig = field(
-        default_factory=lambda: NovelViewConfig(resolution=128, initial_azimuth_half_width=180.0, widen_end=0.0)
+        default_factory=lambda: NovelViewConfig(views_per_step=(1,), resolution=(128,), stage_starts=(),
+                                                initial_azimuth_half_width=180.0, widen_end=0.0)
     )
     """How novel cameras are drawn (the coarse stage already shaped every side: the full circle from the start; the
     field of view and distance follow the prior's recipe)."""

@@ -74,6 +74,8 @@ class RefinePipelineConfig(SingleImagePipelineConfig):
     })
     """The refine stage takes the cameras and the background of its prior's recipe; its novel views are drawn at 128
     px over the full circle from the start (RefineDataManagerConfig), and Gaussians are not shaded."""
+    budget_options: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    """Of a recipe's budget, the refine stage takes only the run length (its views are the refine datamanager's)."""
 
     def experiment_name(self) -> Optional[str]:
         """Without --data, the coarse run's experiment name (so the refine run lands beside it); else None."""
@@ -81,7 +83,7 @@ class RefinePipelineConfig(SingleImagePipelineConfig):
             return read_coarse_config(self.model.coarse_config).experiment_name
         return None
 
-    def resolve(self) -> Dict[str, Any]:
+    def resolve(self, device: Optional[str] = None) -> Dict[str, Any]:
         """Without --data, take the data and its dataparser settings from the coarse run; with the default prior
         (coarse), take the coarse run's prior; then fill the options left unset from the refine recipe."""
         coarse = None
@@ -92,12 +94,12 @@ class RefinePipelineConfig(SingleImagePipelineConfig):
         if isinstance(self.guidance, CoarsePriorConfig):
             coarse = coarse or read_coarse_config(self.model.coarse_config)
             self.guidance = follow_coarse_prior(coarse.pipeline.guidance)
-        return super().resolve()
+        return super().resolve(device)
 
     def setup(self, **kwargs) -> Any:
         """Resolve (above); fit the reference view at the photo's own resolution (or the datamanager's
         reference_size); then build the pipeline."""
-        self.resolve()
+        self.resolve(kwargs.get("device"))
         from single_image_nerf.data.reference_image import photo_side
 
         dataparser = self.datamanager.dataparser
