@@ -68,6 +68,33 @@ def train_runs(args: argparse.Namespace, root: Path):
     return coarse, refine
 
 
+def scores(pipeline, args: argparse.Namespace, photo) -> dict:
+    """Reference PSNR at the photo's size, held-out mean and F-score of a pipeline (a run, or a mesh in its
+    model's place), as oracle_recovery scores a stage."""
+    from single_image_nerf.scripts import evaluate as E
+
+    evaluation = E.EvaluateConfig(load_config=Path("unused"), known_object=args.object, num_views=4, resolution=64,
+                                  supersample=4, geometry_views=12, geometry_resolution=64, clip_model=None)
+    report = E.evaluate_pipeline(pipeline, evaluation)
+    fov = pipeline.datamanager.train_dataparser_outputs.cameras.fy  # the reference camera's field of view
+    from single_image_nerf.data.camera_sampling import fov_from_focal
+
+    reference_fov = float(fov_from_focal(fov.reshape(-1)[0], int(pipeline.datamanager.train_dataparser_outputs
+                                                                   .cameras.height.reshape(-1)[0])))
+    return {"reference": oracle.photo_psnr(pipeline, photo, photo.shape[0], reference_fov),
+            "held_out": report["summary"]["held_out"]["psnr"], "f_score": report["geometry"]["f_score"],
+            "chamfer": report["geometry"]["chamfer"]}
+
+
+def export(config: Path, output: Path, **options) -> float:
+    """sin-export-mesh on a run (its defaults unless `options`); seconds taken."""
+    from single_image_nerf.scripts.export_mesh import ExportMeshConfig, export_mesh
+
+    start = time.perf_counter()
+    export_mesh(ExportMeshConfig(load_config=config, output=output, overwrite=True, **options))
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--object", default="box")
@@ -77,6 +104,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--formats", nargs="+", default=[".glb"], help="mesh formats to export and score")
     args = parser.parse_args()
 
     import torch
@@ -86,6 +114,40 @@ def main() -> None:
     torch.manual_seed(0)
     coarse, refine = train_runs(args, args.root)
     print(f"coarse run {coarse}\nrefine run {refine}", flush=True)
+    if args.train_only:
+        return
+    import numpy as np
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from single_image_nerf.runs import load_pipeline
+    from single_image_nerf.scripts.evaluate import mesh_pipeline
+
+    _, pipeline = load_pipeline(refine)
+    data = Path(pipeline.datamanager.train_dataparser_outputs.metadata["data_dir"])
+    photo = torch.from_numpy(np.asarray(Image.open(data / "rgba.png"), dtype=np.float32) / 255.0)
+    exports = args.root / "exports"
+    rows = {"refine model": scores(pipeline, args, photo)}
+    print(f"refine model: {rows['refine model']}", flush=True)
+    meshes = {"refine, fused depth (default)": (refine, {}),
+              "coarse level set (today's coarse mesh)": (coarse, {"texture": "uv"})}
+    for name, (config, options) in meshes.items():
+        for suffix in args.formats:
+            path = exports / f"{args.object}-{'refine' if config == refine else 'coarse'}{suffix}"
+            seconds = export(config, path, **options)
+            row = scores(SimpleNamespace(datamanager=pipeline.datamanager, model=mesh_pipeline(pipeline, path).model),
+                         args, photo)
+            row.update(seconds=seconds, megabytes=sum(f.stat().st_size for f in path.parent.glob(f"{path.stem}.*"))
+                       / 1e6)
+            rows[f"{name} {suffix}"] = row
+            print(f"{name} {suffix}: {row}", flush=True)
+    print("| what | reference PSNR, 512 px | held-out mean, 64 px | F-score | Chamfer | export s | MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, row in rows.items():
+        extra = f"{row['seconds']:.0f} | {row['megabytes']:.1f}" if "seconds" in row else " | "
+        print(f"| {name} | {row['reference']:.2f} | {row['held_out']:.2f} | {row['f_score']:.3f} | "
+              f"{row['chamfer']:.4f} | {extra} |")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 - `level_set`: marching cubes on a coarse run's density at a level (refine/surface.py, shared with the seeding);
 - `fused_depth`: the model's rendered depth from cameras all round, fused into a truncated signed distance on a
   grid and meshed at its zero crossing. Pixels the model leaves empty carve free space; points behind a rendered
-  surface by more than the truncation are left unknown, and points no camera ever sees count as inside, so the
-  result is closed. It works for any model that renders depth, the refine stage's Gaussians included.
+  surface by more than the truncation are left unknown, and points no camera sees but every camera frames count as inside, so the
+  result is closed; a point that some camera's image leaves out is outside unless a camera sees it (the object
+  stands in every image). It works for any model that renders depth, the refine stage's Gaussians included.
 """
 
 from __future__ import annotations
@@ -36,22 +37,25 @@ def fused_depth(views: Views, aabb: np.ndarray, resolution: int, truncation_voxe
     truncation = truncation_voxels * float(np.max((box[1] - box[0]) / (resolution - 1)))
     total = np.zeros(points.shape[0], dtype=np.float32)
     weight = np.zeros(points.shape[0], dtype=np.float32)
+    framed = np.zeros(points.shape[0], dtype=np.int32)
     for index in range(views.rgb.shape[0]):
-        observed = signed_distances(views, index, points, truncation)
+        observed, in_image = signed_distances(views, index, points, truncation)
         seen = ~np.isnan(observed)
         total[seen] += observed[seen]
         weight[seen] += 1.0
+        framed += in_image
         if progress is not None:
             progress(index + 1, views.rgb.shape[0])
-    distance = np.where(weight > 0, total / np.maximum(weight, 1.0), -truncation)
+    distance = np.where(weight > 0, total / np.maximum(weight, 1.0), np.where(framed == views.rgb.shape[0], -truncation,
+                                                                        truncation))
     grid = DensityGrid(values=(-distance).reshape((resolution,) * 3).astype(np.float32), aabb=box.astype(np.float32))
     return extract_surface(grid, 0.0)
 
 
-def signed_distances(views: Views, index: int, points: np.ndarray, truncation: float) -> np.ndarray:
-    """Per point, the truncated distance in front of the surface that view `index` renders along its axis: +truncation
-    where the pixel is empty, NaN where the point is outside the image, behind the camera or hidden (more than the
-    truncation behind the surface)."""
+def signed_distances(views: Views, index: int, points: np.ndarray, truncation: float):
+    """(values, in image) per point: the truncated distance in front of the surface that view `index` renders along
+    its axis, +truncation where the pixel is empty, NaN where the point is outside the image, behind the camera or
+    hidden (more than the truncation behind the surface); and whether it falls in the image."""
     height, width = views.alpha.shape[1:]
     x, y, z = project(views.cameras, index, points)
     col, row = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
@@ -63,7 +67,7 @@ def signed_distances(views: Views, index: int, points: np.ndarray, truncation: f
     value = np.where(alpha < ALPHA_SURFACE, truncation, np.clip(ahead, -truncation, truncation))
     value = np.where((alpha >= ALPHA_SURFACE) & (ahead < -truncation), np.nan, value)
     result[inside] = value
-    return result
+    return result, inside
 
 
 def chosen_geometry(requested: str, has_density: bool) -> str:
