@@ -139,3 +139,22 @@ def test_an_existing_file_is_not_overwritten(tmp_path):
     with pytest.raises(UserInputError, match="--overwrite"):
         F.write_files({path: b"new"}, overwrite=False)
     assert path.read_bytes() == b"mine"
+
+
+def test_the_texture_fit_lowers_the_error_against_its_targets(baked):
+    """A texture baked wrong (all grey) fitted for a few steps to the renders comes closer to them."""
+    from single_image_nerf.mesh.fit import fit_texture, targets
+
+    mesh, _ = baked
+    grey = TexturedMesh(vertices=mesh.vertices, faces=mesh.faces, uvs=mesh.uvs,
+                        texture=np.full_like(mesh.texture, 0.5))
+    views = rendered_views(coloured_sphere(RED, BLUE), sphere_cameras(reference_camera(), 6, 48))
+    lines = []
+    fitted = fit_texture(grey, [], views, steps=30, announce=lines.append)
+    uvs, colours, _ = targets(fitted, [], views)
+    from single_image_nerf.mesh.textured import lookup
+
+    def error(texture):
+        return float((lookup(torch.from_numpy(texture).float(), uvs) - colours).abs().mean())
+
+    assert error(fitted.texture) < 0.5 * error(grey.texture), lines

@@ -125,8 +125,10 @@ def build_mesh(config: ExportMeshConfig, pipeline, kind: str, announce: Callable
     source = ModelSource(pipeline)
     geometry = chosen_geometry(config.geometry, source.has_density)
     if geometry == "level-set" and not source.has_density:
-        raise UserInputError(f"--geometry level-set needs a density field: {config.load_config} is a refine run; use "
-                             f"--geometry fused-depth (or auto), or export the coarse run it was seeded from")
+        coarse = getattr(getattr(source.model, "config", None), "coarse_config", None)
+        raise UserInputError(f"--geometry level-set needs the density field of a coarse run: {config.load_config} is "
+                             f"a refine run; use --geometry fused-depth (or auto), or export the coarse run it was "
+                             f"seeded from{f' ({coarse})' if coarse else ''}")
     if source.has_density and geometry == "level-set":
         model = source.model
         was_training = model.training
