@@ -16,6 +16,8 @@ from PIL import Image
 from chromium_pipe import CHROMIUM, Browser
 from single_image_nerf.batch import preview, report
 from single_image_nerf.batch.stages import STAGES, ObjectPaths
+from single_image_nerf.mesh.files import mesh_files, to_trimesh, write_files
+from single_image_nerf.mesh.textured import TexturedMesh
 
 FRONT, BACK, PHOTO, TURNTABLE = (225, 25, 25), (25, 25, 225), (40, 200, 60), (128, 128, 128)
 
@@ -39,7 +41,7 @@ def finished_object(out: Path, name: str) -> None:
     paths.exports.mkdir(parents=True)
     Image.new("RGB", (64, 64), PHOTO).save(paths.data / "rgba.png")
     Image.new("RGB", (32, 32), TURNTABLE).save(paths.turntable)
-    tall_mesh().export(paths.mesh)
+    write_files(mesh_files(tall_mesh(), paths.mesh), overwrite=False)  # as sin-export-mesh writes it (glTF axes)
 
 
 def done_rows(name: str) -> list:
@@ -84,6 +86,28 @@ def test_a_preview_is_capped_keeps_its_colours_and_stands_up_in_gltf_axes(tmp_pa
     assert report.write_preview(tmp_path, "vase") is None and script.stat().st_mtime_ns == before
     ObjectPaths.of(tmp_path, "vase").mesh.touch()
     assert report.write_preview(tmp_path, "vase") is None and script.stat().st_mtime_ns != before
+
+
+def test_a_textured_export_keeps_its_texture_and_stands_up_in_the_preview(tmp_path):
+    """An exported GLB with a UV texture (red on the photo's side) within the cap: the preview keeps the texture,
+    shrunk, and glTF's +Z (towards the first camera) holds the photo's side."""
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.5)
+    vertices = np.asarray(sphere.vertices, np.float32)
+    uvs = np.stack([0.5 + 0.49 * np.sign(vertices[:, 0]) * 0.5, np.full(len(vertices), 0.5)], -1).astype(np.float32)
+    texture = np.zeros((1024, 1024, 3), np.float32)
+    texture[:, 512:], texture[:, :512] = np.array(FRONT) / 255.0, np.array(BACK) / 255.0
+    paths = ObjectPaths.of(tmp_path, "ball")
+    paths.exports.mkdir(parents=True)
+    mesh = TexturedMesh(vertices=vertices, faces=np.asarray(sphere.faces), uvs=uvs, texture=texture)
+    write_files(mesh_files(to_trimesh(mesh, ".glb"), paths.mesh), overwrite=False)
+    assert report.write_preview(tmp_path, "ball") is None
+    _, glb, scene = decode_preview(report.preview_path(tmp_path, "ball"))
+    assert scene.visual.kind == "texture" and max(scene.visual.material.baseColorTexture.size) == preview.MAX_TEXTURE
+    colours = np.asarray(scene.visual.to_color().vertex_colors)[:, :3].astype(int)
+    towards_viewer = np.asarray(scene.vertices)[:, 2] > 0.2
+    assert (colours[towards_viewer, 0] > 180).mean() > 0.9, colours[towards_viewer][:5]
 
 
 def test_a_mesh_that_cannot_be_read_gives_the_page_one_line_instead_of_a_viewer(tmp_path):

@@ -281,11 +281,33 @@ def test_turntable_of_a_refine_run(refine_run, tmp_path):
     assert_gif_shows(tmp_path / "refine.gif", frames)
 
 
-def test_mesh_export_of_a_refine_run_points_to_its_coarse_run(refine_run, run, tmp_path):
+def test_mesh_export_of_a_refine_run_is_a_textured_glb_that_scores_like_the_run(refine_run, tmp_path):
+    """The refined model's fused depth, baked from the photo and renders, written as a GLB with its texture; then
+    sin-evaluate --mesh scores it at the run's cameras, close to the model itself."""
+    import trimesh
+
+    from single_image_nerf.scripts import evaluate as E
+
+    config_path, pipeline = refine_run
+    output = tmp_path / "refined.glb"
+    export_mesh(ExportMeshConfig(load_config=config_path, output=output, resolution=32, depth_views=8,
+                                 depth_resolution=32, bake_views=4, bake_resolution=32, texture_size=128),
+                pipeline=pipeline)
+    raw = trimesh.load(output, force="mesh", process=False)
+    assert raw.visual.kind == "texture" and raw.visual.material.baseColorTexture.size == (128, 128)
+    evaluation = E.EvaluateConfig(load_config=config_path, known_object="box", num_views=2, resolution=16,
+                                  geometry_views=0, clip_model=None, mesh=output)
+    model_report = E.evaluate_pipeline(pipeline, evaluation)
+    mesh_report = E.evaluate_pipeline(E.mesh_pipeline(pipeline, output), evaluation)
+    model_psnr, mesh_psnr = (r["summary"]["reference"]["psnr"] for r in (model_report, mesh_report))
+    assert mesh_psnr > model_psnr - 6.0, (model_psnr, mesh_psnr)
+
+
+def test_level_set_of_a_refine_run_points_to_its_coarse_run(refine_run, run, tmp_path):
     config_path, _ = refine_run
     coarse_path, _ = run
     with pytest.raises(UserInputError, match="needs the density field") as error:
-        export_mesh(ExportMeshConfig(load_config=config_path, output=tmp_path / "m.ply"))
+        export_mesh(ExportMeshConfig(load_config=config_path, output=tmp_path / "m.ply", geometry="level-set"))
     assert str(coarse_path) in str(error.value) and "\n" not in str(error.value)
 
 

@@ -12,6 +12,7 @@ import trimesh
 
 import analytic_fields as A
 from single_image_nerf.errors import UserInputError
+from single_image_nerf.mesh.files import read_mesh
 from single_image_nerf.scripts.export_mesh import ExportMeshConfig, export_mesh, mesh_files, mesh_from_fields, \
     write_files
 
@@ -87,7 +88,7 @@ def test_vertex_coloured_files_read_back(coloured_sphere, tmp_path, suffix):
     files = mesh_files(coloured_sphere, path)
     write_files(files, overwrite=False)
     assert all(file.is_file() for file in files)
-    back = trimesh.load(path, force="mesh", process=False)
+    back = read_mesh(path)  # GLB and OBJ are in glTF axes on disk: read back into the world's
     assert len(back.faces) == len(coloured_sphere.faces)
     back.merge_vertices()
     assert len(back.vertices) == len(coloured_sphere.vertices)
@@ -110,7 +111,7 @@ def test_uv_textured_files_read_back(textured_hemispheres, tmp_path, suffix):
     write_files(files, overwrite=False)
     if suffix == ".obj":
         assert {file.name for file in files} == {"hemispheres.obj", "hemispheres.mtl", "hemispheres.png"}
-    back = trimesh.load(path, force="mesh", process=False)
+    back = read_mesh(path)  # GLB and OBJ are in glTF axes on disk: read back into the world's
     assert isinstance(back.visual, trimesh.visual.TextureVisuals)
     assert len(back.faces) == len(textured_hemispheres.faces)
     assert back.visual.uv.min() >= 0.0 and back.visual.uv.max() <= 1.0
@@ -160,13 +161,13 @@ def test_a_run_of_another_method_is_refused_before_loading(tmp_path):
 
     from nerfstudio.configs.method_configs import all_methods
 
-    config = copy.deepcopy(all_methods["splatfacto"])
+    config = copy.deepcopy(all_methods["nerfacto"])  # neither a density field of ours nor Gaussians
     config.output_dir = tmp_path
     config.experiment_name = "other"
     config.set_timestamp()
     config.save_config()
     path = config.get_base_dir() / "config.yml"
-    with pytest.raises(UserInputError, match="is a splatfacto run: a mesh needs the density field"):
+    with pytest.raises(UserInputError, match="is a nerfacto run: sin-export-mesh takes a single-image-nerf"):
         export_mesh(ExportMeshConfig(load_config=path, output=tmp_path / "mesh.ply"))
 
 

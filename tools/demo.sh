@@ -49,14 +49,16 @@ if [ "$TINY" = 1 ]; then
         --pipeline.model.num-proposal-samples-per-ray 32 --pipeline.model.num-nerf-samples-per-ray 24)
     REFINE_SIZES=(--pipeline.model.seed-num-points 300 --pipeline.model.seed-grid-resolution 32
         --pipeline.model.seed-density-level 1.0 --pipeline.datamanager.novel-views.resolution 16)
-    MESH_SIZES=(--resolution 32 --level 1.0); TURNTABLE_SIZES=(--frames 4 --resolution 32)
+    MESH_SIZES=(--resolution 32 --depth-views 8 --depth-resolution 32 --bake-views 4 --bake-resolution 32
+                --texture-size 128); TURNTABLE_SIZES=(--frames 4 --resolution 32)
 elif [ "$OFFLINE" = 1 ]; then
     PRE_SIZE=256; COARSE_STEPS="${STEPS:-300}"
     COARSE_SIZES=(--pipeline.datamanager.dataparser.image-size 64 --pipeline.datamanager.train-num-rays-per-batch 1024
         --pipeline.datamanager.novel-views.resolution 32 --pipeline.model.implementation torch)
     REFINE_SIZES=(--pipeline.model.seed-num-points 2000 --pipeline.model.seed-grid-resolution 64
         --pipeline.datamanager.novel-views.resolution 64)
-    MESH_SIZES=(--resolution 128); TURNTABLE_SIZES=(--frames 36 --resolution 128)
+    MESH_SIZES=(--resolution 128 --depth-resolution 128 --bake-views 16 --bake-resolution 256 --texture-size 1024)
+    TURNTABLE_SIZES=(--frames 36 --resolution 128)
 else
     PRE_SIZE=512; COARSE_STEPS="${STEPS:-5000}"
     COARSE_SIZES=(); REFINE_SIZES=(); MESH_SIZES=(); TURNTABLE_SIZES=()
@@ -86,8 +88,8 @@ ns-train single-image-refine --pipeline.model.coarse-config "$COARSE/config.yml"
     --max-num-iterations "$REFINE_STEPS" "${REFINE_SIZES[@]}" "${GUIDANCE[@]}"
 REFINE="$RUNS/coffee/single-image-refine/$TIMESTAMP"
 
-echo "[demo] 4/5 mesh of the coarse field -> $EXPORTS/coffee-$TIMESTAMP.ply"
-sin-export-mesh --load-config "$COARSE/config.yml" --output "$EXPORTS/coffee-$TIMESTAMP.ply" "${MESH_SIZES[@]}"
+echo "[demo] 4/5 textured mesh of the refined model -> $EXPORTS/coffee-$TIMESTAMP.glb"
+sin-export-mesh --load-config "$REFINE/config.yml" --output "$EXPORTS/coffee-$TIMESTAMP.glb" "${MESH_SIZES[@]}"
 
 echo "[demo] 5/5 turntable of the refined splats -> $EXPORTS/coffee-$TIMESTAMP.gif"
 sin-render-turntable --load-config "$REFINE/config.yml" --output "$EXPORTS/coffee-$TIMESTAMP.gif" "${TURNTABLE_SIZES[@]}"

@@ -2,10 +2,11 @@
 written as a classic script, OUT/index_files/meshes/<name>.js, that hands the GLB (base64) to the page. A page
 opened from disk (file://) may load scripts from its folder but not fetch a .glb, so the mesh travels inside one.
 
-The preview keeps the mesh's vertex colours (a UV texture is sampled at the vertices first), decimates it with
-open3d's quadric error decimation when it has more triangles than the cap, and turns the project's world (+Z up,
-the photo's camera on +X) into glTF's (+Y up, the viewer's first camera on +Z), so the page first shows the object
-as the photo does. A preview newer than its mesh is kept.
+The mesh is read in the project's world (mesh/files.py turns a GLB's glTF axes back). Within the cap, a textured
+mesh keeps its texture (shrunk to at most `MAX_TEXTURE` pixels a side); above it, the mesh's vertex colours (a
+texture sampled at the vertices first) are kept and it is decimated with open3d's quadric error decimation. The
+preview is written in glTF's axes (+Y up, the photo's side towards the viewer's first camera on +Z), so the page
+first shows the object as the photo does. A preview newer than its mesh is kept.
 """
 
 from __future__ import annotations
@@ -19,15 +20,18 @@ import numpy as np
 
 MAX_TRIANGLES = 20_000
 """Triangles of a preview at most: about 0.5 MB of GLB with normals and vertex colours, 0.7 MB as base64."""
-WORLD_TO_GLTF = [1, 2, 0]
-"""glTF (x, y, z) = world (y, z, x): world up +Z becomes +Y, the photo's side +X faces glTF's default camera (+Z)
-and world +Y stays on the right of the screen, as in the photo (a rotation: the axes are cycled)."""
+MAX_TEXTURE = 512
+"""Side in pixels of a preview's texture at most (a 512^2 PNG: well under the page's budget per mesh)."""
 
 
 def preview_glb(mesh, max_triangles: int = MAX_TRIANGLES) -> bytes:
     """A trimesh mesh as the preview's GLB bytes: vertex colours, at most `max_triangles` triangles, glTF axes."""
     import trimesh
 
+    from single_image_nerf.mesh.files import WORLD_TO_GLTF
+
+    if mesh.visual.kind == "texture" and len(mesh.faces) <= max_triangles:
+        return textured_preview(mesh)
     if mesh.visual.kind == "texture":
         mesh.visual = mesh.visual.to_color()
     vertices = np.asarray(mesh.vertices, dtype=np.float64)
@@ -40,20 +44,28 @@ def preview_glb(mesh, max_triangles: int = MAX_TRIANGLES) -> bytes:
     return preview.export(file_type="glb", include_normals=True)
 
 
+def textured_preview(mesh) -> bytes:
+    """A textured mesh (world axes) as GLB bytes in glTF axes, its texture shrunk to at most MAX_TEXTURE a side."""
+    from single_image_nerf.mesh.files import WORLD_TO_GLTF
+
+    mesh = mesh.copy()
+    material = mesh.visual.material
+    image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+    if image is not None and max(image.size) > MAX_TEXTURE:
+        image = image.resize((MAX_TEXTURE, MAX_TEXTURE))
+        if hasattr(material, "baseColorTexture"):
+            material.baseColorTexture = image
+        else:
+            material.image = image
+    mesh.vertices = np.asarray(mesh.vertices)[:, WORLD_TO_GLTF]
+    return mesh.export(file_type="glb")
+
+
 def decimate(vertices: np.ndarray, faces: np.ndarray, colours: np.ndarray, max_triangles: int):
     """open3d's quadric error decimation to at most `max_triangles` triangles; colours follow the vertices."""
-    import open3d as o3d  # pylint: disable=import-outside-toplevel
+    from single_image_nerf.mesh.clean import decimate as quadric
 
-    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices),
-                                     o3d.utility.Vector3iVector(faces.astype(np.int32)))
-    mesh.vertex_colors = o3d.utility.Vector3dVector(colours.astype(np.float64) / 255.0)
-    small = mesh.simplify_quadric_decimation(target_number_of_triangles=max_triangles)
-    small.remove_unreferenced_vertices()
-    kept = np.asarray(small.triangles, dtype=np.int64)
-    if len(kept) > max_triangles:
-        raise ValueError(f"decimation left {len(kept)} triangles, more than {max_triangles}")
-    new_colours = np.round(np.clip(np.asarray(small.vertex_colors), 0.0, 1.0) * 255.0).astype(np.uint8)
-    return np.asarray(small.vertices, dtype=np.float64), kept, new_colours
+    return quadric(vertices, faces, max_triangles, colours)
 
 
 def preview_script(name: str, glb: bytes) -> str:
@@ -63,14 +75,12 @@ def preview_script(name: str, glb: bytes) -> str:
 
 def write_preview(mesh_path: Path, target: Path, name: str, max_triangles: int = MAX_TRIANGLES) -> Path:
     """Write `target` (the preview script of the object `name`) from its mesh unless a newer one is there."""
-    import trimesh
+    from single_image_nerf.mesh.files import read_mesh
 
     mesh_path, target = Path(mesh_path), Path(target)
     if target.is_file() and target.stat().st_mtime >= mesh_path.stat().st_mtime:
         return target
-    mesh = trimesh.load(mesh_path, force="mesh")
-    if len(mesh.faces) == 0:
-        raise ValueError(f"{mesh_path} has no triangles")
+    mesh = read_mesh(mesh_path)  # world axes
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
     partial.write_text(preview_script(name, preview_glb(mesh, max_triangles)), encoding="ascii")

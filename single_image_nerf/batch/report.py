@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from single_image_nerf.batch import preview
 from single_image_nerf.batch.stages import STAGES, ObjectPaths
+from single_image_nerf.errors import UserInputError
 
 WEB = Path(__file__).resolve().parent / "web"
 """The vendored viewer, its licences and the page's loader, copied to OUT/index_files/."""
@@ -90,7 +91,7 @@ def write_preview(out: Path, name: str) -> Optional[str]:
     """Write (or keep, when newer than the mesh) the object's mesh preview; None, or why there is none (one line)."""
     try:
         preview.write_preview(ObjectPaths.of(out, name).mesh, preview_path(out, name), name)
-    except Exception as error:  # pylint: disable=broad-except  # a preview never fails the batch
+    except (Exception, UserInputError) as error:  # pylint: disable=broad-except  # a preview never fails the batch
         return " ".join(f"{type(error).__name__}: {error}".split())[:300]
     return None
 

@@ -54,7 +54,8 @@ TINY_COARSE = ["--pipeline.datamanager.dataparser.image-size", "32", "--pipeline
                "--pipeline.model.num-nerf-samples-per-ray", "24"]
 TINY_REFINE = ["--pipeline.model.seed-num-points", "300", "--pipeline.model.seed-grid-resolution", "32",
                "--pipeline.model.seed-density-level", "1.0", "--pipeline.datamanager.novel-views.resolution", "16"]
-TINY_MESH = ["--resolution", "32", "--level", "1.0"]
+TINY_MESH = ["--resolution", "32", "--depth-views", "8", "--depth-resolution", "32", "--bake-views", "4",
+             "--bake-resolution", "32", "--texture-size", "128"]
 TINY_TURNTABLE = ["--frames", "4", "--resolution", "32"]
 """The sizes of `bash tools/demo.sh --tiny` (checks of the chain on a CPU)."""
 TINY_STEPS = 6
@@ -303,7 +304,7 @@ def command(stage: str, plan: ObjectPlan, paths: ObjectPaths, device: str) -> Li
             argv += ["--load-dir", str(checkpoints)]
         return argv + _guidance_args(plan)
     if stage == "mesh":
-        argv = ["sin-export-mesh", "--load-config", str(paths.run("coarse") / "config.yml"),
+        argv = ["sin-export-mesh", "--load-config", str(paths.run("refine") / "config.yml"),  # the refined model
                 "--output", str(paths.temporary(stage))]
         return argv + (TINY_MESH if plan.tiny else [])
     if stage == "splat":

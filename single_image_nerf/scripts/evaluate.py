@@ -73,6 +73,9 @@ class EvaluateConfig:
     """Where to write the report as JSON."""
     seed: int = 0
     """Seed of the surface-point sampling."""
+    mesh: Optional[Path] = None
+    """A mesh exported from the run (sin-export-mesh: .glb, .obj or .ply) to score in the model's place, at the same
+    cameras against the same truth; the mesh is drawn by ray casting with 4 x 4 rays per pixel."""
 
 
 # ----------------------------------------------------------------------------------------------------- cameras
@@ -141,12 +144,9 @@ def held_out_away_from_photos(reference, count: int, elevation: Optional[float],
 
 def sphere_cameras(reference, count: int, resolution: int):
     """`count` cameras on a Fibonacci spiral over the whole sphere, at the reference radius and field of view."""
-    orbit = camera_orbit(reference)
-    index = torch.arange(count, dtype=torch.float32) + 0.5
-    elevation = torch.rad2deg(torch.asin(1.0 - 2.0 * index / count))
-    azimuth = orbit["azimuth"] + torch.remainder(index * 180.0 * (3.0 - math.sqrt(5.0)), 360.0)
-    return orbit_cameras(azimuth, elevation, torch.full((count,), orbit["radius"]), torch.full((count,), orbit["fov"]),
-                         resolution, resolution, reference_azimuth=orbit["azimuth"])
+    from single_image_nerf.mesh.source import sphere_cameras as spiral
+
+    return spiral(reference, count, resolution)
 
 
 def azimuth_offset(cameras, reference_azimuth: float) -> Tensor:
@@ -540,11 +540,28 @@ def check_inputs(config: EvaluateConfig) -> None:
         get_known_object(config.known_object)  # a bad mesh file ends here, in one line
     if config.posed_images is not None:
         checked_posed_images(Path(config.posed_images))
+    if config.mesh is not None:
+        from single_image_nerf.mesh.files import MESH_SUFFIXES
+
+        mesh = Path(config.mesh)
+        if not mesh.is_file() or mesh.suffix.lower() not in MESH_SUFFIXES:
+            raise UserInputError(f"--mesh {mesh} is not a {', '.join(MESH_SUFFIXES)} file: pass a mesh written by "
+                                 "sin-export-mesh")
     if config.output_json is not None:
         output = Path(config.output_json)
         if output.is_dir():
             raise UserInputError(f"--output-json {output} is a folder, not a file")
         runs.check_writable_folder(output.parent)
+
+
+def mesh_pipeline(pipeline, path: Path):
+    """The run's pipeline with the mesh at `path` (read in world axes) drawn in its model's place."""
+    from types import SimpleNamespace
+
+    from single_image_nerf.mesh.files import read_mesh
+    from single_image_nerf.mesh.render import MeshRenderer
+
+    return SimpleNamespace(datamanager=pipeline.datamanager, model=MeshRenderer(read_mesh(path)))
 
 
 def run(config: EvaluateConfig) -> Dict[str, Any]:
@@ -567,11 +584,15 @@ def run(config: EvaluateConfig) -> Dict[str, Any]:
     run_config = runs.read_run_config(config.load_config)
     runs.check_checkpoint(run_config, config.load_config)
     _, pipeline, checkpoint, step = runs.checked_eval_setup(config.load_config)
+    if config.mesh is not None:
+        pipeline = mesh_pipeline(pipeline, config.mesh)
     try:
         report = evaluate_pipeline(pipeline, config)
     except NoGroundTruth as error:
         raise UserInputError(str(error)) from None
     report["checkpoint"], report["step"] = str(checkpoint), int(step)
+    if config.mesh is not None:
+        report["mesh"] = str(config.mesh)
     print_report(report)
     if config.output_json is not None:
         write_report(report, config.output_json)

@@ -1,0 +1,160 @@
+"""The mesh stage on analytic scenes (no training): depth fusion recovers a sphere, cleaning drops floaters and
+keeps the face budget, the bake takes the photo where its camera sees the surface and the most head-on render
+elsewhere, the files (GLB, OBJ + MTL + PNG, PLY) read back in trimesh with their colours and axes, and a mesh
+renders back through the evaluation's renderer."""
+
+import numpy as np
+import pytest
+import torch
+
+from single_image_nerf.data.camera_sampling import orbit_cameras
+from single_image_nerf.mesh import bake as B
+from single_image_nerf.mesh import clean as C
+from single_image_nerf.mesh import files as F
+from single_image_nerf.mesh.atlas import uv_layout
+from single_image_nerf.mesh.geometry import fused_depth
+from single_image_nerf.mesh.render import MeshRenderer
+from single_image_nerf.mesh.source import Photo, Views, axis_cosines, sphere_cameras
+from single_image_nerf.mesh.textured import TexturedMesh
+from single_image_nerf.refine.surface import Surface
+
+RED, BLUE, GREEN = (0.9, 0.1, 0.1), (0.1, 0.1, 0.9), (0.1, 0.8, 0.2)
+RADIUS = 0.5
+
+
+def coloured_sphere(front, back, subdivisions: int = 4):
+    """An icosphere of RADIUS with vertex colours `front` where x > 0 and `back` elsewhere."""
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=subdivisions, radius=RADIUS)
+    colours = np.where(np.asarray(sphere.vertices)[:, :1] > 0, front, back)
+    rgba = np.concatenate([np.round(colours * 255), np.full((len(colours), 1), 255)], axis=1).astype(np.uint8)
+    return trimesh.Trimesh(vertices=sphere.vertices, faces=sphere.faces, vertex_colors=rgba, process=False)
+
+
+def reference_camera(size: int = 64):
+    return orbit_cameras(torch.zeros(1), torch.zeros(1), torch.full((1,), 2.0), torch.full((1,), 40.0), size, size)
+
+
+def rendered_views(mesh, cameras) -> Views:
+    """Views of a mesh as the mesh stage reads a model's: straight colour, opacity, z-depth."""
+    renderer = MeshRenderer(mesh, antialias=1)
+    rgb, alpha, depth = [], [], []
+    for index in range(cameras.shape[0]):
+        out = renderer.get_outputs_for_camera(cameras[index:index + 1])
+        rgb.append(out["rgb"].numpy())
+        alpha.append(out["accumulation"][..., 0].numpy())
+        depth.append((out["depth"][..., 0] * axis_cosines(cameras, index)).numpy())
+    return Views(cameras=cameras, rgb=np.stack(rgb), alpha=np.stack(alpha), depth=np.stack(depth))
+
+
+def test_fused_depth_of_a_sphere_is_the_sphere():
+    views = rendered_views(coloured_sphere(RED, BLUE), sphere_cameras(reference_camera(), 24, 64))
+    surface = fused_depth(views, np.array([[-1.0] * 3, [1.0] * 3]), 48)
+    radii = np.linalg.norm(surface.vertices, axis=-1)
+    assert abs(np.median(radii) - RADIUS) < 0.02 and np.abs(radii - RADIUS).max() < 0.06, (radii.min(), radii.max())
+
+
+def test_cleaning_drops_a_floater_keeps_it_on_request_and_meets_the_face_budget():
+    import trimesh
+
+    big, small = trimesh.creation.icosphere(4, 0.5), trimesh.creation.icosphere(1, 0.02)
+    small.apply_translation([0.8, 0.0, 0.0])
+    both = trimesh.util.concatenate([big, small])
+    surface = Surface(vertices=np.asarray(both.vertices, np.float32), faces=np.asarray(both.faces, np.int64))
+    cleaned = C.clean(surface, max_faces=1000)
+    assert len(cleaned.faces) <= 1000 and np.linalg.norm(cleaned.vertices, axis=-1).max() < 0.55
+    kept = C.clean(surface, max_faces=10**6, keep_small_pieces=True)
+    assert np.linalg.norm(kept.vertices, axis=-1).max() > 0.75
+
+
+def test_a_hole_is_closed():
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(3, 0.5)
+    faces = np.asarray(sphere.faces)[1:]  # one triangle missing
+    closed = C.close_holes(Surface(vertices=np.asarray(sphere.vertices, np.float32), faces=faces))
+    assert trimesh.Trimesh(closed.vertices, closed.faces, process=False).is_watertight
+
+
+@pytest.fixture(scope="module")
+def baked():
+    """A sphere whose photo (from +X) shows green on its +X half while the renders all round show red there and
+    blue behind: the bake must take green where the photo sees, blue behind, never red where the photo saw."""
+    truth = coloured_sphere(RED, BLUE)
+    vmapping, faces, uvs = uv_layout(np.asarray(truth.vertices, np.float32), np.asarray(truth.faces))
+    vertices = np.asarray(truth.vertices, np.float32)[vmapping]
+    reference = reference_camera(96)
+    photo_view = rendered_views(coloured_sphere(GREEN, BLUE), reference)
+    photo = Photo(camera=reference, rgba=np.concatenate([photo_view.rgb[0], photo_view.alpha[0][..., None]], -1))
+    views = rendered_views(truth, sphere_cameras(reference, 16, 64))
+    result = B.bake(vertices, faces, uvs, 256, [photo], views)
+    return TexturedMesh(vertices=vertices, faces=faces, uvs=uvs, texture=result.texture), result
+
+
+def test_the_bake_takes_the_photo_where_it_sees_and_head_on_renders_elsewhere(baked):
+    mesh, result = baked
+    assert result.from_photo > 0 and result.from_renders > result.from_photo and result.unseen < 0.01 * (
+        result.from_photo + result.from_renders)
+    colours = mesh.vertex_colours()
+    facing = mesh.vertices[:, 0] > 0.35  # seen head-on by the photo's camera on +X
+    behind = mesh.vertices[:, 0] < -0.1
+    assert np.abs(colours[facing] - GREEN).max(axis=1).mean() < 0.05
+    assert np.abs(colours[behind] - BLUE).max(axis=1).mean() < 0.05
+    assert (np.abs(colours[facing] - RED).max(axis=1) < 0.2).mean() < 0.01
+
+
+@pytest.mark.parametrize("suffix", [".glb", ".obj", ".ply"])
+def test_each_format_reads_back_with_its_colours_in_world_axes(baked, tmp_path, suffix):
+    import trimesh
+
+    mesh, _ = baked
+    path = tmp_path / f"ball{suffix}"
+    F.write_files(F.mesh_files(F.to_trimesh(mesh, suffix), path), overwrite=False)
+    raw = trimesh.load(path, force="mesh", process=False)
+    if suffix == ".ply":
+        assert raw.visual.kind == "vertex"
+    else:
+        assert raw.visual.kind == "texture" and raw.visual.uv is not None
+        image = getattr(raw.visual.material, "baseColorTexture", None) or raw.visual.material.image
+        assert image.size == (256, 256)
+    if F.y_up(suffix):  # glTF axes: the photo's side (world +X, green) faces +Z
+        front = np.asarray(raw.vertices)[:, 2] > 0.35
+    else:
+        front = np.asarray(raw.vertices)[:, 0] > 0.35
+    back = F.read_mesh(path)
+    assert np.allclose(np.sort(back.vertices[:, 0]), np.sort(raw.vertices[:, 0 if suffix == ".ply" else 2]))
+    reference = reference_camera(48)
+    drawn = MeshRenderer(back).get_outputs_for_camera(reference)["rgb"]
+    centre = drawn[20:28, 20:28].reshape(-1, 3).mean(0).numpy()
+    assert np.abs(centre - GREEN).max() < 0.06, centre
+    assert front.sum() > 0
+
+
+def test_an_existing_file_is_not_overwritten(tmp_path):
+    path = tmp_path / "m.glb"
+    path.write_bytes(b"mine")
+    from single_image_nerf.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="--overwrite"):
+        F.write_files({path: b"new"}, overwrite=False)
+    assert path.read_bytes() == b"mine"
+
+
+def test_the_texture_fit_lowers_the_error_against_its_targets(baked):
+    """A texture baked wrong (all grey) fitted for a few steps to the renders comes closer to them."""
+    from single_image_nerf.mesh.fit import fit_texture, targets
+
+    mesh, _ = baked
+    grey = TexturedMesh(vertices=mesh.vertices, faces=mesh.faces, uvs=mesh.uvs,
+                        texture=np.full_like(mesh.texture, 0.5))
+    views = rendered_views(coloured_sphere(RED, BLUE), sphere_cameras(reference_camera(), 6, 48))
+    lines = []
+    fitted = fit_texture(grey, [], views, steps=30, announce=lines.append)
+    uvs, colours, _ = targets(fitted, [], views)
+    from single_image_nerf.mesh.textured import lookup
+
+    def error(texture):
+        return float((lookup(torch.from_numpy(texture).float(), uvs) - colours).abs().mean())
+
+    assert error(fitted.texture) < 0.5 * error(grey.texture), lines
