@@ -299,7 +299,7 @@ def _bad_values(rule):
             mid_low, mid_high = int(math.ceil(mid_low)), int(math.floor(mid_high))
         if mid_low < mid_high:
             bad.append((mid_high, mid_low))
-    if rule.sequence:
+    if rule.sequence and not rule.empty:
         bad.append(())
     if not rule.optional:
         bad.append(None)
