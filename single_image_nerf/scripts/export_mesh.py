@@ -31,7 +31,7 @@ class ExportMeshConfig:
     """Mesh file to write; its suffix picks the format: .ply, .obj (with .mtl and .png beside it) or .glb."""
     geometry: Literal["auto", "level-set", "fused-depth"] = "auto"
     """The surface: auto takes the density's level set for a coarse run and the fused rendered depth for a refine
-    run (the better by F-score on the known objects, docs/export.md); level-set needs a coarse run."""
+    run (the Gaussians have no level set of their own); level-set needs a coarse run (a refine run names it)."""
     level: float = 10.0
     """Density level of the surface (the coarse field's density is exp(raw); its initial blob peaks near 150)."""
     resolution: int = 256
