@@ -35,6 +35,18 @@ def find_config(root: Path, method: str):
     return found[-1] if found else None
 
 
+def train(config, stage: str, steps: int) -> Path:
+    """Train one stage's config to the end, saving its run; returns its config.yml."""
+    config.set_timestamp()
+    config.save_config()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    start = time.perf_counter()
+    trainer.train()
+    print(f"{stage}: {steps} steps in {time.perf_counter() - start:.0f} s", flush=True)
+    return config.get_base_dir() / "config.yml"
+
+
 def train_runs(args: argparse.Namespace, root: Path):
     """(coarse config.yml, refine config.yml) under `root`, trained unless already there."""
     from single_image_nerf.known_objects import ReferenceView, get_known_object, write_reference_views_folder
@@ -45,26 +57,10 @@ def train_runs(args: argparse.Namespace, root: Path):
         photo = ReferenceView(size=options.photo_size)
         options.reference_fov = photo.fov
         data = write_reference_views_folder(get_known_object(args.object), root / "data", options.views, photo)
-        config = oracle.build_config(options, data, root / "outputs")
-        config.set_timestamp()
-        config.save_config()
-        trainer = config.setup(local_rank=0, world_size=1)
-        trainer.setup()
-        start = time.perf_counter()
-        trainer.train()
-        print(f"coarse: {options.steps} steps in {time.perf_counter() - start:.0f} s", flush=True)
-        coarse = config.get_base_dir() / "config.yml"
+        coarse = train(oracle.build_config(options, data, root / "outputs"), "coarse", options.steps)
     refine = find_config(root, "single-image-refine")
     if refine is None:
-        config = oracle.build_refine_config(options, coarse, root / "outputs")
-        config.set_timestamp()
-        config.save_config()
-        trainer = config.setup(local_rank=0, world_size=1)
-        trainer.setup()
-        start = time.perf_counter()
-        trainer.train()
-        print(f"refine: {options.refine_steps} steps in {time.perf_counter() - start:.0f} s", flush=True)
-        refine = config.get_base_dir() / "config.yml"
+        refine = train(oracle.build_refine_config(options, coarse, root / "outputs"), "refine", options.refine_steps)
     return coarse, refine
 
 
