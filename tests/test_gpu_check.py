@@ -88,7 +88,10 @@ def test_tiny_cpu_run_times_photo_to_every_export_and_writes_them(check):
     for item in report["files"]:
         assert Path(item["path"]).stat().st_size == item["bytes"] > 0
         assert Path(item["path"]).resolve().is_relative_to(out.resolve())
-    assert sum(Path(item["path"]).suffix == ".ckpt" for item in report["files"]) == 2  # coarse and refine runs
+    checkpoints = [Path(item["path"]) for item in report["files"] if Path(item["path"]).suffix == ".ckpt"]
+    recipe_runs = [path for path in checkpoints if any(part.startswith("gpu-recipe-") for part in path.parts)]
+    assert len(checkpoints) - len(recipe_runs) == 2  # the coarse and refine runs
+    assert len(recipe_runs) == len(report["stages"]["gpu_recipe"]["stages"])  # one run per GPU-recipe stage
     stages = report["stages"]
     assert stages["turntable"]["frames"] == 4 and stages["mesh"]["faces"] > 0
     imported = {item["name"].lower() for item in report["imported_distributions"]}

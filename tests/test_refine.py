@@ -445,7 +445,7 @@ def test_refine_follows_the_coarse_prior_with_the_refine_recipe(tmp_path):
         white = isinstance(coarse_guidance, Zero123GuidanceConfig)
         assert config.pipeline.model.background_color == ("white" if white else "random")
         novel = config.pipeline.datamanager.novel_views
-        assert novel.fov_range == ((40.0, 40.0) if white else (35.0, 45.0)) and novel.resolution == 128
+        assert novel.fov_range == ((40.0, 40.0) if white else (35.0, 45.0)) and novel.resolution == (128,)
         # the coarse config the refine stage read keeps its own schedule
         assert coarse.pipeline.guidance.t_range != (0.2, 0.6)
 
