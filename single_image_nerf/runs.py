@@ -67,6 +67,14 @@ def check_checkpoint(config: Any, path: Path) -> None:
                              f"(or point at the config.yml next to its nerfstudio_models folder)")
 
 
+def check_stage_run(path: Path, config: Any, takes: str) -> None:
+    """Refuse in one line a run that is neither the coarse stage's nor a Gaussian splatting run; `takes` says
+    what the command takes."""
+    if not (is_coarse_run(config) or is_splat_run(config)):
+        name = getattr(config, "method_name", None) or model_class(config).__name__
+        raise UserInputError(f"{path} is a {name} run: {takes}")
+
+
 def load_pipeline(path: Path, config: Any = None) -> Tuple[Any, Any]:
     """(config, pipeline in eval mode) of a run, through nerfstudio's eval_setup in inference mode (no images,
     no guidance, no diffusion weights)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -19,30 +19,31 @@ from single_image_nerf.mesh.textured import TexturedMesh
 class MeshOptions:
     """How the chain runs (sin-export-mesh's options)."""
 
-    geometry: str = "auto"
-    """auto, level-set or fused-depth (geometry.py)."""
+    geometry: Literal["auto", "level-set", "fused-depth"] = "auto"
+    """The surface: auto takes the density's level set for a coarse run and the fused rendered depth for a refine
+    run (the Gaussians have no level set of their own); level-set needs a coarse run (a refine run names it)."""
     level: float = 10.0
-    """Density level of a level set."""
+    """Density level of the surface (the coarse field's density is exp(raw); its initial blob peaks near 150)."""
     resolution: int = 256
-    """Grid samples per side of the scene box."""
+    """Grid samples per side of the scene box (marching cubes, depth fusion)."""
+    texture_size: int = 2048
+    """Side in pixels of the UV texture image (2048: the box's photo side stays sharper than the 512 px photo)."""
+    max_faces: int = 100_000
+    """Face budget: the cleaned mesh is decimated (quadric error) to at most this many triangles."""
+    keep_small_pieces: bool = False
+    """Keep floaters and small disconnected pieces (by default pieces under 2% of the largest one's area go)."""
     depth_views: int = 48
-    """Cameras all round whose depth is fused."""
+    """Cameras on a sphere round the object whose depth is fused (fused-depth geometry)."""
     depth_resolution: int = 256
     """Side in pixels of the depth renders."""
-    max_faces: int = 100_000
-    """Face budget after cleaning."""
-    keep_small_pieces: bool = False
-    """Keep floaters and small disconnected pieces."""
-    texture_size: int = 2048
-    """Side in pixels of the texture."""
     bake_views: int = 32
-    """Cameras all round whose renders colour what no photo sees."""
+    """Cameras on a sphere whose renders colour the texels no photo sees (refine runs, fused-depth geometry)."""
     bake_resolution: int = 512
-    """Side in pixels of those renders."""
+    """Side in pixels of those renders (the photo's size in the refine benchmark)."""
     fit_steps: int = 0
-    """Steps of the texture fit after the bake (0: none)."""
+    """Steps of the differentiable texture fit after the bake (0: none)."""
     chunk: int = 1 << 16
-    """Field queries per batch."""
+    """Field queries per batch (lower it when memory is short)."""
 
 
 def surface_of(source: ModelSource, options: MeshOptions, announce: Callable[[str], None]):
@@ -52,8 +53,7 @@ def surface_of(source: ModelSource, options: MeshOptions, announce: Callable[[st
         surface = G.level_set(source.model.query_density, source.aabb, options.level, options.resolution,
                               options.chunk)
     else:
-        reference, _ = source.reference_orbit()
-        views = source.render(sphere_cameras(reference, options.depth_views, options.depth_resolution),
+        views = source.render(sphere_cameras(source.reference_camera(), options.depth_views, options.depth_resolution),
                               progress="depth renders")
         surface = G.fused_depth(views, source.aabb, options.resolution)
     announce(G.describe(surface, geometry))
@@ -68,8 +68,7 @@ def make_mesh(source: ModelSource, options: MeshOptions, announce: Callable[[str
     announce(G.describe(surface, "cleaned"))
     vmapping, faces, uvs = uv_layout(surface.vertices, surface.faces)
     vertices = surface.vertices[vmapping].astype(np.float32)
-    reference, _ = source.reference_orbit()
-    views = source.render(sphere_cameras(reference, options.bake_views, options.bake_resolution),
+    views = source.render(sphere_cameras(source.reference_camera(), options.bake_views, options.bake_resolution),
                           progress="colour renders")
     baked = B.bake(vertices, faces, uvs, options.texture_size, source.photos(), views)
     announce(f"texture {options.texture_size}^2: {baked.from_photo} texels from the photo, {baked.from_renders} "

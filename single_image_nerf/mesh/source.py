@@ -83,10 +83,9 @@ class ModelSource:
                     for view in views]
         return [Photo(camera=outputs.cameras[0:1], rgba=np.asarray(outputs.metadata["rgba"], dtype=np.float32))]
 
-    def reference_orbit(self) -> Tuple[object, int]:
-        """The main photo's camera and its side in pixels."""
-        camera = self.photos()[0].camera
-        return camera, int(camera.height.reshape(-1)[0])
+    def reference_camera(self):
+        """The main photo's camera."""
+        return self.photos()[0].camera
 
     @torch.no_grad()
     def render(self, cameras, progress: Optional[str] = None) -> Views:

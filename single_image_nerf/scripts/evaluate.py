@@ -26,6 +26,7 @@ from single_image_nerf import metrics as M
 from single_image_nerf.pretrained import CLIP_METRIC_ID
 from single_image_nerf.errors import UserInputError, run_command
 from single_image_nerf.data.camera_sampling import fov_from_focal, orbit_cameras, pose_angles
+from single_image_nerf.mesh.source import is_splat_model, sphere_cameras
 from single_image_nerf.known_objects import KnownObject, composite, get_known_object, render_known_object, \
     sample_surface
 
@@ -140,13 +141,6 @@ def held_out_away_from_photos(reference, count: int, elevation: Optional[float],
     if len(kept) == cameras.shape[0]:
         return cameras
     return cameras[torch.tensor(kept, dtype=torch.long)] if kept else None
-
-
-def sphere_cameras(reference, count: int, resolution: int):
-    """`count` cameras on a Fibonacci spiral over the whole sphere, at the reference radius and field of view."""
-    from single_image_nerf.mesh.source import sphere_cameras as spiral
-
-    return spiral(reference, count, resolution)
 
 
 def azimuth_offset(cameras, reference_azimuth: float) -> Tensor:
@@ -266,14 +260,6 @@ def reference_truth(pipeline) -> Optional[Tensor]:
 # --------------------------------------------------------------------------------------------------- the run
 
 
-def _is_splat(model) -> bool:
-    try:
-        from nerfstudio.models.splatfacto import SplatfactoModel
-    except ImportError:  # gsplat missing: not a splat model then
-        return False
-    return isinstance(model, SplatfactoModel)
-
-
 @torch.no_grad()
 def render_run(model, cameras, background: Tuple[float, float, float], supersample: int = 1) -> Dict[str, Tensor]:
     """Render the run at each camera: "rgb" (B, 3, H, W) recomposited over `background` (exact when the model
@@ -291,7 +277,7 @@ def render_run(model, cameras, background: Tuple[float, float, float], supersamp
 
 def _render_cameras(model, cameras, background: Tuple[float, float, float], supersample: int) -> Dict[str, Tensor]:
     target = torch.tensor(background, dtype=torch.float32)
-    splat = _is_splat(model)
+    splat = is_splat_model(model)
     rgbs, accumulations, distances = [], [], []
     for index in range(cameras.shape[0]):
         camera = cameras[index : index + 1].to(model.device)

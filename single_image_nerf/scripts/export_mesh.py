@@ -21,44 +21,19 @@ from single_image_nerf.mesh.files import MESH_SUFFIXES, mesh_files, to_trimesh, 
 from single_image_nerf.mesh.export import MeshOptions
 from single_image_nerf.refine.surface import FieldFn
 
-@dataclass
-class ExportMeshConfig:
+@dataclass(kw_only=True)
+class ExportMeshConfig(MeshOptions):
     """Export a finished run (coarse or refine) as a mesh with a UV texture or vertex colours."""
 
     load_config: Path
     """config.yml of a coarse or refine run (outputs/<name>/<method>/<time>/config.yml)."""
     output: Path = Path("mesh.ply")
     """Mesh file to write; its suffix picks the format: .ply, .obj (with .mtl and .png beside it) or .glb."""
-    geometry: Literal["auto", "level-set", "fused-depth"] = "auto"
-    """The surface: auto takes the density's level set for a coarse run and the fused rendered depth for a refine
-    run (the Gaussians have no level set of their own); level-set needs a coarse run (a refine run names it)."""
-    level: float = 10.0
-    """Density level of the surface (the coarse field's density is exp(raw); its initial blob peaks near 150)."""
-    resolution: int = 256
-    """Grid samples per side of the scene box (marching cubes, depth fusion)."""
     texture: Literal["auto", "vertex", "uv"] = "auto"
     """Colour as per-vertex colours or as a UV texture image (xatlas layout; .obj and .glb only); auto: a texture for
     .glb and .obj, vertex colours for .ply."""
-    texture_size: int = 2048
-    """Side in pixels of the UV texture image (2048: the box's photo side stays sharper than the 512 px photo)."""
-    max_faces: int = 100_000
-    """Face budget: the cleaned mesh is decimated (quadric error) to at most this many triangles."""
-    keep_small_pieces: bool = False
-    """Keep floaters and small disconnected pieces (by default pieces under 2% of the largest one's area go)."""
-    depth_views: int = 48
-    """Cameras on a sphere round the object whose depth is fused (fused-depth geometry)."""
-    depth_resolution: int = 256
-    """Side in pixels of the depth renders."""
-    bake_views: int = 32
-    """Cameras on a sphere whose renders colour the texels no photo sees (refine runs, fused-depth geometry)."""
-    bake_resolution: int = 512
-    """Side in pixels of those renders (the photo's size in the refine benchmark)."""
-    fit_steps: int = 0
-    """Steps of the differentiable texture fit after the bake (0: none)."""
     overwrite: bool = False
     """Replace existing output files instead of refusing to."""
-    chunk: int = 1 << 16
-    """Field queries per batch (lower it when memory is short)."""
 
 
 def mesh_from_fields(density_fn: FieldFn, albedo_fn: FieldFn, aabb, level: float, resolution: int,
@@ -108,10 +83,8 @@ def check_config(config: ExportMeshConfig) -> Path:
 def load_run(config: ExportMeshConfig):
     """The run's pipeline, refusing a run of neither stage before its model is built."""
     run_config = runs.read_run_config(config.load_config)
-    if not (runs.is_coarse_run(run_config) or runs.is_splat_run(run_config)):
-        name = getattr(run_config, "method_name", None) or runs.model_class(run_config).__name__
-        raise UserInputError(f"{config.load_config} is a {name} run: sin-export-mesh takes a {runs.COARSE_METHOD} "
-                             f"(coarse) or single-image-refine run")
+    runs.check_stage_run(config.load_config, run_config,
+                         f"sin-export-mesh takes a {runs.COARSE_METHOD} (coarse) or single-image-refine run")
     _, pipeline = runs.load_pipeline(config.load_config, run_config)
     return pipeline
 
@@ -139,8 +112,7 @@ def build_mesh(config: ExportMeshConfig, pipeline, kind: str, announce: Callable
                                     max_faces=config.max_faces, keep_small_pieces=config.keep_small_pieces)
         finally:
             model.train(was_training)
-    options = MeshOptions(**{name: getattr(config, name) for name in MeshOptions.__dataclass_fields__})
-    return to_trimesh(make_mesh(source, options, announce), ".ply" if kind == "vertex" else ".glb")
+    return to_trimesh(make_mesh(source, config, announce), ".ply" if kind == "vertex" else ".glb")
 
 
 def export_mesh(config: ExportMeshConfig, pipeline=None, announce: Callable[[str], None] = print):

@@ -174,10 +174,8 @@ def render_turntable(config: TurntableConfig, pipeline=None, announce: Callable[
     output = check_video_output(config.output, config.overwrite, config.resolution)
     if pipeline is None:
         run_config = runs.read_run_config(config.load_config)
-        if not (runs.is_coarse_run(run_config) or runs.is_splat_run(run_config)):
-            name = getattr(run_config, "method_name", None) or runs.model_class(run_config).__name__
-            raise UserInputError(f"{config.load_config} is a {name} run: the turntable renders single-image-nerf "
-                                 f"(coarse) or Gaussian splatting (refine) runs")
+        runs.check_stage_run(config.load_config, run_config, "the turntable renders single-image-nerf (coarse) "
+                             "or Gaussian splatting (refine) runs")
         _, pipeline = runs.load_pipeline(config.load_config, run_config)
     cameras = turntable_cameras(reference_camera(pipeline).to("cpu"), config.frames, config.resolution,
                                 config.elevation, config.radius, config.fov)
