@@ -207,6 +207,7 @@ NUMERIC_RULES: Dict[str, Range] = {
     "ExportMeshConfig.bake_views": Range(1, 1024, integer=True),
     "ExportMeshConfig.bake_resolution": Range(8, 4096, integer=True),
     "ExportMeshConfig.fit_steps": Range(0, 100_000, integer=True),
+    "ExportMeshConfig.smooth_iterations": Range(0, 10_000, integer=True),
     "TurntableConfig.frames": Range(1, 3600, integer=True),
     "TurntableConfig.resolution": Range(8, 4096, integer=True),
     "TurntableConfig.fps": Range(1, 240, integer=True),

@@ -12,9 +12,9 @@ from single_image_nerf.mesh import bake as B
 from single_image_nerf.mesh import clean as C
 from single_image_nerf.mesh import files as F
 from single_image_nerf.mesh.atlas import uv_layout
-from single_image_nerf.mesh.geometry import fused_depth
+from single_image_nerf.mesh.geometry import fused_depth, silhouette_distance, smoothed
 from single_image_nerf.mesh.render import MeshRenderer
-from single_image_nerf.mesh.source import Photo, Views, axis_cosines, sphere_cameras
+from single_image_nerf.mesh.source import Photo, Views, axis_cosines, project, sphere_cameras
 from single_image_nerf.mesh.textured import TexturedMesh
 from single_image_nerf.refine.surface import Surface
 
@@ -53,6 +53,48 @@ def test_fused_depth_of_a_sphere_is_the_sphere():
     surface = fused_depth(views, np.array([[-1.0] * 3, [1.0] * 3]), 48)
     radii = np.linalg.norm(surface.vertices, axis=-1)
     assert abs(np.median(radii) - RADIUS) < 0.02 and np.abs(radii - RADIUS).max() < 0.06, (radii.min(), radii.max())
+
+
+def test_silhouette_distance_is_zero_halfway_between_an_empty_pixel_and_a_covered_one():
+    alpha = np.zeros((6, 8))
+    alpha[:, :3] = 1.0
+    distance = silhouette_distance(alpha)
+    assert np.allclose(distance[:, 0], -2.5) and np.allclose(distance[:, 2], -0.5)
+    assert np.allclose(distance[:, 3], 0.5) and np.allclose(distance[:, 7], 4.5)
+
+
+def test_a_point_outside_any_views_silhouette_is_outside_the_fused_surface():
+    """25 views: 24 of a sphere, one (the reference) of a smaller sphere. Averaging would let the 24 outvote the
+    one; the visual hull keeps the surface inside the smaller silhouette."""
+    import trimesh
+
+    sphere = coloured_sphere(RED, BLUE)
+    small = trimesh.Trimesh(vertices=np.asarray(sphere.vertices) * 0.7, faces=sphere.faces,
+                            vertex_colors=sphere.visual.vertex_colors, process=False)
+    reference = reference_camera(64)
+    views = [rendered_views(sphere, sphere_cameras(reference, 24, 64)), rendered_views(small, reference)]
+    surface = fused_depth(views, np.array([[-1.0] * 3, [1.0] * 3]), 48)
+    x, y, _ = project(reference, 0, surface.vertices.astype(np.float64))
+    from scipy.ndimage import map_coordinates
+
+    gap = map_coordinates(silhouette_distance(views[1].alpha[0]), np.stack([y - 0.5, x - 0.5]), order=1)
+    assert gap.max() < 1.5, gap.max()  # within a voxel (two pixels) of the small sphere's silhouette, not 6 out
+    assert np.linalg.norm(surface.vertices, axis=-1).max() > 0.45  # elsewhere (along the axis) the big sphere
+
+
+def test_smoothing_takes_out_bumps_and_keeps_the_volume():
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(4, RADIUS)
+    bumps = 1.0 + 0.03 * np.random.default_rng(0).standard_normal(len(sphere.vertices))
+    noisy = Surface(vertices=(np.asarray(sphere.vertices) * bumps[:, None]).astype(np.float32),
+                    faces=np.asarray(sphere.faces, np.int64))
+    smooth = smoothed(noisy, 10)
+    radii = np.linalg.norm(smooth.vertices, axis=-1)
+    assert radii.std() < 0.5 * np.linalg.norm(noisy.vertices, axis=-1).std()
+    volume = trimesh.Trimesh(smooth.vertices, smooth.faces, process=False).volume
+    assert abs(volume / (4 / 3 * np.pi * RADIUS ** 3) - 1.0) < 0.03, volume
+    assert smoothed(noisy, 0) is noisy
 
 
 def test_cleaning_drops_a_floater_keeps_it_on_request_and_meets_the_face_budget():

@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 
+from single_image_nerf.data.datamanager import NovelViewConfig
 from single_image_nerf.guidance import recipes
 from single_image_nerf.guidance.magic123 import Magic123GuidanceConfig
 from single_image_nerf.guidance.zero123 import Zero123GuidanceConfig
@@ -117,3 +118,12 @@ def test_config_yml_holds_the_budget_and_each_stage_renders_its_views_in_one_pas
         assert unet_batches == [2 * views]  # one UNet call: every view, unconditional and conditional
         assert pipeline.last_novel_views[2].shape == (views, 3, side, side)
         assert torch.isfinite(losses["guidance_zero123_sds_loss"])
+
+
+def test_a_one_stage_config_written_before_stages_existed_loads_as_one_stage():
+    older = NovelViewConfig(views_per_step=1, resolution=128)  # a config.yml with no stage_starts field
+    older.normalise()
+    assert older.views_per_step == (1,) and older.resolution == (128,) and older.stage_starts == ()
+    staged = NovelViewConfig(views_per_step=(12, 4, 2), resolution=None)
+    staged.normalise()
+    assert staged.stage_starts is None  # left for the recipe to fill

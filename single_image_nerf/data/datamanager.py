@@ -73,11 +73,15 @@ class NovelViewConfig:
 
     def normalise(self) -> None:
         """One number given for `views_per_step` or `resolution` (a script's assignment, an older config.yml) becomes a
-        one-stage tuple."""
+        one-stage tuple; with one value for each and no stage starts (a config.yml written before stages existed),
+        the run has one stage."""
         for name in ("views_per_step", "resolution", "stage_starts"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
                 setattr(self, name, tuple(value) if isinstance(value, list) else (value,))
+        one_stage = all(value is not None and len(value) == 1 for value in (self.views_per_step, self.resolution))
+        if self.stage_starts is None and one_stage:  # a config.yml written before stages existed: one stage
+            self.stage_starts = ()
 
     def stage_at(self, step: int, run_steps: int) -> Tuple[int, int]:
         """(views, side in pixels) of the novel views at `step` of a run of `run_steps`."""

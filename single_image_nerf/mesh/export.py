@@ -35,7 +35,9 @@ class MeshOptions:
     depth_views: int = 48
     """Cameras on a sphere round the object whose depth is fused (fused-depth geometry)."""
     depth_resolution: int = 256
-    """Side in pixels of the depth renders."""
+    """Side in pixels of the depth renders (the photos' cameras are fused too, at the photos' own sizes)."""
+    smooth_iterations: int = 10
+    """Steps of Taubin smoothing of the fused-depth surface (the Gaussians' depth is noisy; 0: none)."""
     bake_views: int = 32
     """Cameras on a sphere whose renders colour the texels no photo sees (refine runs, fused-depth geometry)."""
     bake_resolution: int = 512
@@ -55,7 +57,9 @@ def surface_of(source: ModelSource, options: MeshOptions, announce: Callable[[st
     else:
         views = source.render(sphere_cameras(source.reference_camera(), options.depth_views, options.depth_resolution),
                               progress="depth renders")
-        surface = G.fused_depth(views, source.aabb, options.resolution)
+        photo_views = [source.render(photo.camera) for photo in source.photos()]
+        surface = G.smoothed(G.fused_depth([views, *photo_views], source.aabb, options.resolution),
+                             options.smooth_iterations)
     announce(G.describe(surface, geometry))
     return surface
 

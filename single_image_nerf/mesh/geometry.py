@@ -2,15 +2,18 @@
 
 - `level_set`: marching cubes on a coarse run's density at a level (refine/surface.py, shared with the seeding);
 - `fused_depth`: the model's rendered depth from cameras all round, fused into a truncated signed distance on a
-  grid and meshed at its zero crossing. Pixels the model leaves empty carve free space; points behind a rendered
-  surface by more than the truncation are left unknown, and points no camera sees but every camera frames count as inside, so the
-  result is closed; a point that some camera's image leaves out is outside unless a camera sees it (the object
-  stands in every image). It works for any model that renders depth, the refine stage's Gaussians included.
+  grid and meshed at its zero crossing. A point outside any view's silhouette is outside the object (the visual
+  hull), at its distance from that silhouette (sub-pixel, from the image's signed distance to its silhouette, at
+  the point's depth), so the surface meets every view's silhouette between grid points; points behind a rendered surface by more than the truncation are left unknown,
+  and points no camera sees but every camera frames count as inside, so the result is closed; a point that some
+  camera's image leaves out is outside unless a camera sees it (the object stands in every image). It works for any
+  model that renders depth, the refine stage's Gaussians included. Their depth is noisy (a bumpy surface breaks
+  the UV atlas into crumbs), so the surface is then smoothed (`smoothed`, Taubin's filter, which keeps the volume).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -27,47 +30,85 @@ def level_set(density_fn: FieldFn, aabb: np.ndarray, level: float, resolution: i
     return extract_surface(evaluate_grid(density_fn, aabb, resolution, chunk=chunk, progress=progress), level)
 
 
-def fused_depth(views: Views, aabb: np.ndarray, resolution: int, truncation_voxels: float = 3.0,
-                progress=None) -> Surface:
-    """The zero crossing of the truncated signed distance fused from `views` (depth and opacity) on a
-    `resolution`^3 grid over `aabb`; `truncation_voxels` is the truncation in grid spacings."""
+def fused_depth(views: Union[Views, Sequence[Views]], aabb: np.ndarray, resolution: int,
+                truncation_voxels: float = 3.0, progress=None) -> Surface:
+    """The zero crossing of the truncated signed distance fused from `views` (depth and opacity; one set of renders
+    or several, of any sizes) on a `resolution`^3 grid over `aabb`; `truncation_voxels` is the truncation in grid
+    spacings."""
+    sets = [views] if isinstance(views, Views) else list(views)
+    count = sum(each.rgb.shape[0] for each in sets)
     box = np.asarray(aabb, dtype=np.float64).reshape(2, 3)
     axes = [np.linspace(box[0, i], box[1, i], resolution) for i in range(3)]
     points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     truncation = truncation_voxels * float(np.max((box[1] - box[0]) / (resolution - 1)))
     total = np.zeros(points.shape[0], dtype=np.float32)
     weight = np.zeros(points.shape[0], dtype=np.float32)
+    carved = np.zeros(points.shape[0], dtype=np.float32)
     framed = np.zeros(points.shape[0], dtype=np.int32)
-    for index in range(views.rgb.shape[0]):
-        observed, in_image = signed_distances(views, index, points, truncation)
-        seen = ~np.isnan(observed)
-        total[seen] += observed[seen]
-        weight[seen] += 1.0
-        framed += in_image
-        if progress is not None:
-            progress(index + 1, views.rgb.shape[0])
-    distance = np.where(weight > 0, total / np.maximum(weight, 1.0), np.where(framed == views.rgb.shape[0], -truncation,
-                                                                        truncation))
+    done = 0
+    for each in sets:
+        for index in range(each.rgb.shape[0]):
+            observed, empty, in_image = signed_distances(each, index, points, truncation)
+            carved = np.maximum(carved, np.where(empty, observed, 0.0))
+            seen = ~np.isnan(observed) & ~empty
+            total[seen] += observed[seen]
+            weight[seen] += 1.0
+            framed += in_image
+            done += 1
+            if progress is not None:
+                progress(done, count)
+    fused = np.where(weight > 0, total / np.maximum(weight, 1.0), np.where(framed == count, -truncation, truncation))
+    distance = np.where(carved > 0, carved, fused)  # outside any view's silhouette is outside the object
     grid = DensityGrid(values=(-distance).reshape((resolution,) * 3).astype(np.float32), aabb=box.astype(np.float32))
     return extract_surface(grid, 0.0)
 
 
+def silhouette_distance(alpha: np.ndarray) -> np.ndarray:
+    """(H, W) signed distance in pixels from each pixel centre to the silhouette {alpha = ALPHA_SURFACE}: positive
+    outside the object, negative inside, zero halfway between an empty pixel and a covered one."""
+    from scipy.ndimage import distance_transform_edt
+
+    covered = alpha >= ALPHA_SURFACE
+    if covered.all() or not covered.any():
+        return np.where(covered, -1e6, 1e6)  # no silhouette in the image: far from it everywhere
+    return np.where(covered, 0.5 - distance_transform_edt(covered), distance_transform_edt(~covered) - 0.5)
+
+
 def signed_distances(views: Views, index: int, points: np.ndarray, truncation: float):
-    """(values, in image) per point: the truncated distance in front of the surface that view `index` renders along
-    its axis, +truncation where the pixel is empty, NaN where the point is outside the image, behind the camera or
+    """(values, empty, in image) per point: the truncated distance in front of the surface that view `index` renders
+    along its axis; where the point falls outside the silhouette (`empty`), its distance from the silhouette (the
+    image distance, sub-pixel, at the point's depth); NaN where the point is outside the image, behind the camera or
     hidden (more than the truncation behind the surface); and whether it falls in the image."""
+    from scipy.ndimage import map_coordinates
+
     height, width = views.alpha.shape[1:]
     x, y, z = project(views.cameras, index, points)
     col, row = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
     inside = (z > 1e-3) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
     result = np.full(points.shape[0], np.nan, dtype=np.float32)
     rows, cols = row[inside], col[inside]
-    alpha = views.alpha[index][rows, cols]
+    gap = map_coordinates(silhouette_distance(views.alpha[index]), np.stack([y[inside] - 0.5, x[inside] - 0.5]),
+                          order=1, mode="nearest")
+    focal = float(views.cameras.fx[index].reshape(-1)[0])
     ahead = views.depth[index][rows, cols] - z[inside]
-    value = np.where(alpha < ALPHA_SURFACE, truncation, np.clip(ahead, -truncation, truncation))
-    value = np.where((alpha >= ALPHA_SURFACE) & (ahead < -truncation), np.nan, value)
+    empty = gap > 0.0
+    value = np.where(empty, np.minimum(gap * z[inside] / focal, truncation), np.clip(ahead, -truncation, truncation))
+    value = np.where(~empty & (ahead < -truncation), np.nan, value)
     result[inside] = value
-    return result, inside
+    outside = np.zeros(points.shape[0], dtype=bool)
+    outside[inside] = empty
+    return result, outside, inside
+
+
+def smoothed(surface: Surface, iterations: int) -> Surface:
+    """The surface after `iterations` steps of Taubin's filter (smoothing that keeps the volume; 0: unchanged)."""
+    if iterations <= 0:
+        return surface
+    import trimesh
+
+    mesh = trimesh.Trimesh(vertices=surface.vertices, faces=surface.faces, process=False)
+    trimesh.smoothing.filter_taubin(mesh, iterations=iterations)
+    return Surface(vertices=np.asarray(mesh.vertices, dtype=np.float32), faces=surface.faces)
 
 
 def chosen_geometry(requested: str, has_density: bool) -> str:
