@@ -1,6 +1,7 @@
 """Baking a texture over fixed geometry: each texel takes the photo's own pixel where a photo's camera sees its
 surface point (visibility tested by ray casting), elsewhere the finished model's render from the most head-on of
-many views that see it; texels no view sees, and the empty texels between charts, take their nearest baked
+many views that see it; a texel no view sees takes the colour of the nearest seen surface point (in space: on a
+crumbly atlas its nearest texel may lie on another chart), and the empty texels between charts their nearest
 texel's colour (seam padding).
 """
 
@@ -36,7 +37,7 @@ class Bake:
     from_renders: int
     """Covered texels coloured by a render of the model."""
     unseen: int
-    """Covered texels no view saw (padded from their neighbours)."""
+    """Covered texels no view saw (coloured from the nearest seen surface point)."""
 
 
 def texel_points(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int):
@@ -106,9 +107,18 @@ def bake(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int, ph
         colour[better] = sampled[shown, :3]
         best[better] = cosine[better]
     baked = best > -np.inf
+    if baked.any() and not baked.all():
+        colour[~baked] = colour[baked][nearest(points[baked], points[~baked])]
     image = np.zeros((size, size, 3), dtype=np.float32)
-    image[rows[baked], cols[baked]] = colour[baked]
+    image[rows, cols] = colour
     filled = np.zeros((size, size), dtype=bool)
-    filled[rows[baked], cols[baked]] = True
+    filled[rows, cols] = baked.any()
     return Bake(texture=pad_seams(image, filled), from_photo=int(from_photo.sum()),
                 from_renders=int(baked.sum() - from_photo.sum()), unseen=int((~baked).sum()))
+
+
+def nearest(known: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Index into `known` (K, 3) of the point nearest each of `queries` (Q, 3)."""
+    from scipy.spatial import cKDTree
+
+    return cKDTree(known).query(queries, workers=-1)[1]

@@ -33,7 +33,9 @@ class MeshOptions:
     keep_small_pieces: bool = False
     """Keep floaters and small disconnected pieces (by default pieces under 2% of the largest one's area go)."""
     depth_views: int = 48
-    """Cameras on a sphere round the object whose depth is fused (fused-depth geometry)."""
+    """Cameras round the object whose depth is fused (fused-depth geometry), spread over the band of elevations the
+    run was trained to be seen from (a model's renders from elsewhere, below a photographed object say, are
+    untaught)."""
     depth_resolution: int = 256
     """Side in pixels of the depth renders (the photos' cameras are fused too, at the photos' own sizes)."""
     smooth_iterations: int = 10
@@ -55,7 +57,8 @@ def surface_of(source: ModelSource, options: MeshOptions, announce: Callable[[st
         surface = G.level_set(source.model.query_density, source.aabb, options.level, options.resolution,
                               options.chunk)
     else:
-        views = source.render(sphere_cameras(source.reference_camera(), options.depth_views, options.depth_resolution),
+        views = source.render(sphere_cameras(source.reference_camera(), options.depth_views, options.depth_resolution,
+                                             source.trained_elevations()),
                               progress="depth renders")
         photo_views = [source.render(photo.camera) for photo in source.photos()]
         surface = G.smoothed(G.fused_depth([views, *photo_views], source.aabb, options.resolution),
@@ -72,11 +75,12 @@ def make_mesh(source: ModelSource, options: MeshOptions, announce: Callable[[str
     announce(G.describe(surface, "cleaned"))
     vmapping, faces, uvs = uv_layout(surface.vertices, surface.faces)
     vertices = surface.vertices[vmapping].astype(np.float32)
-    views = source.render(sphere_cameras(source.reference_camera(), options.bake_views, options.bake_resolution),
+    views = source.render(sphere_cameras(source.reference_camera(), options.bake_views, options.bake_resolution,
+                                         source.trained_elevations()),
                           progress="colour renders")
     baked = B.bake(vertices, faces, uvs, options.texture_size, source.photos(), views)
     announce(f"texture {options.texture_size}^2: {baked.from_photo} texels from the photo, {baked.from_renders} "
-             f"from renders, {baked.unseen} unseen (padded)")
+             f"from renders, {baked.unseen} unseen (from the nearest seen surface)")
     mesh = TexturedMesh(vertices=vertices, faces=faces, uvs=uvs, texture=baked.texture)
     if options.fit_steps > 0:
         from single_image_nerf.mesh.fit import fit_texture

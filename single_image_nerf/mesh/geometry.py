@@ -44,13 +44,16 @@ def fused_depth(views: Union[Views, Sequence[Views]], aabb: np.ndarray, resoluti
     total = np.zeros(points.shape[0], dtype=np.float32)
     weight = np.zeros(points.shape[0], dtype=np.float32)
     carved = np.zeros(points.shape[0], dtype=np.float32)
+    rim = np.full(points.shape[0], truncation, dtype=np.float32)
     framed = np.zeros(points.shape[0], dtype=np.int32)
     done = 0
     for each in sets:
         for index in range(each.rgb.shape[0]):
-            observed, empty, in_image = signed_distances(each, index, points, truncation)
-            carved = np.maximum(carved, np.where(empty, observed, 0.0))
-            seen = ~np.isnan(observed) & ~empty
+            observed, silhouette, in_image = signed_distances(each, index, points, truncation)
+            empty = silhouette > 0.0
+            carved = np.maximum(carved, np.where(empty, silhouette, 0.0))
+            rim = np.minimum(rim, np.where(in_image & ~empty, -silhouette, truncation))
+            seen = ~np.isnan(observed)
             total[seen] += observed[seen]
             weight[seen] += 1.0
             framed += in_image
@@ -58,7 +61,9 @@ def fused_depth(views: Union[Views, Sequence[Views]], aabb: np.ndarray, resoluti
             if progress is not None:
                 progress(done, count)
     fused = np.where(weight > 0, total / np.maximum(weight, 1.0), np.where(framed == count, -truncation, truncation))
-    distance = np.where(carved > 0, carved, fused)  # outside any view's silhouette is outside the object
+    # Outside any view's silhouette is outside the object (the visual hull); inside, the surface is no farther than
+    # the nearest silhouette's edge (the object fills each silhouette), which keeps the zero crossing on the edge.
+    distance = np.where(carved > 0, carved, np.maximum(fused, -rim))
     grid = DensityGrid(values=(-distance).reshape((resolution,) * 3).astype(np.float32), aabb=box.astype(np.float32))
     return extract_surface(grid, 0.0)
 
@@ -75,29 +80,28 @@ def silhouette_distance(alpha: np.ndarray) -> np.ndarray:
 
 
 def signed_distances(views: Views, index: int, points: np.ndarray, truncation: float):
-    """(values, empty, in image) per point: the truncated distance in front of the surface that view `index` renders
-    along its axis; where the point falls outside the silhouette (`empty`), its distance from the silhouette (the
-    image distance, sub-pixel, at the point's depth); NaN where the point is outside the image, behind the camera or
-    hidden (more than the truncation behind the surface); and whether it falls in the image."""
+    """(values, silhouette, in image) per point: the truncated distance in front of the surface that view `index`
+    renders along its axis, NaN where the point is outside the image, behind the camera, hidden (more than the
+    truncation behind the surface) or outside the silhouette; the signed distance from the silhouette's edge
+    (the image distance, sub-pixel, at the point's depth; positive outside, truncated; NaN outside the image); and
+    whether it falls in the image."""
     from scipy.ndimage import map_coordinates
 
     height, width = views.alpha.shape[1:]
     x, y, z = project(views.cameras, index, points)
     col, row = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
     inside = (z > 1e-3) & (col >= 0) & (col < width) & (row >= 0) & (row < height)
-    result = np.full(points.shape[0], np.nan, dtype=np.float32)
     rows, cols = row[inside], col[inside]
     gap = map_coordinates(silhouette_distance(views.alpha[index]), np.stack([y[inside] - 0.5, x[inside] - 0.5]),
                           order=1, mode="nearest")
     focal = float(views.cameras.fx[index].reshape(-1)[0])
     ahead = views.depth[index][rows, cols] - z[inside]
-    empty = gap > 0.0
-    value = np.where(empty, np.minimum(gap * z[inside] / focal, truncation), np.clip(ahead, -truncation, truncation))
-    value = np.where(~empty & (ahead < -truncation), np.nan, value)
-    result[inside] = value
-    outside = np.zeros(points.shape[0], dtype=bool)
-    outside[inside] = empty
-    return result, outside, inside
+    value = np.where((gap > 0.0) | (ahead < -truncation), np.nan, np.clip(ahead, -truncation, truncation))
+    values = np.full(points.shape[0], np.nan, dtype=np.float32)
+    values[inside] = value
+    silhouette = np.full(points.shape[0], np.nan, dtype=np.float32)
+    silhouette[inside] = np.clip(gap * z[inside] / focal, -truncation, truncation)
+    return values, silhouette, inside
 
 
 def smoothed(surface: Surface, iterations: int) -> Surface:

@@ -87,6 +87,18 @@ class ModelSource:
         """The main photo's camera."""
         return self.photos()[0].camera
 
+    def trained_elevations(self) -> Tuple[float, float]:
+        """(lowest, highest) elevation in degrees the model was trained to be seen from: its novel views' band
+        widened to take in every photo's camera; the whole sphere for a run without novel views."""
+        from single_image_nerf.data.camera_sampling import pose_angles
+
+        novel = getattr(getattr(self.pipeline, "config", None), "datamanager", None)
+        band = getattr(getattr(novel, "novel_views", None), "elevation_range", None)
+        if band is None:
+            return (-90.0, 90.0)
+        photos = [float(pose_angles(photo.camera.camera_to_worlds)[1].reshape(-1)[0]) for photo in self.photos()]
+        return (min(float(band[0]), *photos), max(float(band[1]), *photos))
+
     @torch.no_grad()
     def render(self, cameras, progress: Optional[str] = None) -> Views:
         """Straight colour, opacity and z-depth of the model at each camera (eval mode for the call)."""
@@ -120,9 +132,10 @@ class ModelSource:
         return Views(cameras=cameras, rgb=np.stack(rgbs), alpha=np.stack(alphas), depth=np.stack(depths))
 
 
-def sphere_cameras(reference, count: int, resolution: int):
-    """`count` cameras on a Fibonacci spiral over the whole sphere, all looking at the origin from the reference
-    camera's radius with its field of view, `resolution` pixels square."""
+def sphere_cameras(reference, count: int, resolution: int, elevations: Tuple[float, float] = (-90.0, 90.0)):
+    """`count` cameras on a Fibonacci spiral over the sphere (or its band of `elevations`, degrees), evenly spread
+    over its area, all looking at the origin from the reference camera's radius with its field of view,
+    `resolution` pixels square."""
     import math
 
     from single_image_nerf.data.camera_sampling import fov_from_focal, orbit_cameras, pose_angles
@@ -130,7 +143,8 @@ def sphere_cameras(reference, count: int, resolution: int):
     azimuth0, _, radius = (float(value.reshape(-1)[0]) for value in pose_angles(reference.camera_to_worlds))
     fov = float(fov_from_focal(reference.fy.reshape(-1)[0], int(reference.height.reshape(-1)[0])))
     index = torch.arange(count, dtype=torch.float32) + 0.5
-    elevation = torch.rad2deg(torch.asin(1.0 - 2.0 * index / count))
+    low, high = (math.sin(math.radians(value)) for value in elevations)
+    elevation = torch.rad2deg(torch.asin((high - (high - low) * index / count).clamp(-1.0, 1.0)))
     azimuth = azimuth0 + torch.remainder(index * 180.0 * (3.0 - math.sqrt(5.0)), 360.0)
     return orbit_cameras(azimuth, elevation, torch.full((count,), radius), torch.full((count,), fov),
                          resolution, resolution, reference_azimuth=azimuth0)
