@@ -16,6 +16,9 @@ from single_image_nerf.mesh.textured import lookup
 
 ANTIALIAS = 4
 """Rays per pixel side (4 x 4 rays, box-filtered): a rasteriser's multisampling, as the photo's pixels average."""
+MAX_RAYS = 1 << 22
+"""Rays of one render at most: a camera already this large (a caller's own supersampling) gets fewer rays per
+pixel, so that memory stays bounded (open3d and nerfstudio's ray generation hold several arrays per ray)."""
 
 
 def mesh_colours(mesh) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
@@ -66,8 +69,10 @@ class MeshRenderer(torch.nn.Module):
         """"rgb" (H, W, 3) over the background, "accumulation" (H, W, 1), "depth" (H, W, 1) (distance along unit
         rays, mean over the pixel's rays that hit) and "background" (3,)."""
         camera = copy.deepcopy(camera.to("cpu"))
-        if self.antialias > 1:
-            camera.rescale_output_resolution(self.antialias)
+        pixels = int(camera.height.reshape(-1)[0]) * int(camera.width.reshape(-1)[0])
+        factor = max(1, min(self.antialias, int((MAX_RAYS / pixels) ** 0.5)))
+        if factor > 1:
+            camera.rescale_output_resolution(factor)
         hits = self.raycaster.cast(camera, 0)
         hit = hits.face_ids != MISS
         height, width = hit.shape
@@ -75,7 +80,6 @@ class MeshRenderer(torch.nn.Module):
         rgb[torch.from_numpy(hit)] = self.surface_colours(hits.face_ids[hit], hits.weights[hit])
         alpha = torch.from_numpy(hit.astype(np.float32))[..., None]
         distance = torch.from_numpy(np.where(hit, hits.distance, 0.0).astype(np.float32))[..., None]
-        factor = self.antialias
 
         def pool(image: Tensor) -> Tensor:
             return torch.nn.functional.avg_pool2d(image.permute(2, 0, 1)[None], factor)[0].permute(1, 2, 0)
