@@ -49,14 +49,16 @@ def fused_depth(views: Union[Views, Sequence[Views]], aabb: np.ndarray, resoluti
     done = 0
     for each in sets:
         for index in range(each.rgb.shape[0]):
-            observed, silhouette, in_image = signed_distances(each, index, points, truncation)
+            # A point carved a full truncation out is outside for good: later views need not look at it.
+            active = np.nonzero(carved < truncation)[0]
+            observed, silhouette, in_image = signed_distances(each, index, points[active], truncation)
             empty = silhouette > 0.0
-            carved = np.maximum(carved, np.where(empty, silhouette, 0.0))
-            rim = np.minimum(rim, np.where(in_image & ~empty, -silhouette, truncation))
+            carved[active] = np.maximum(carved[active], np.where(empty, silhouette, 0.0))
+            rim[active] = np.minimum(rim[active], np.where(in_image & ~empty, -silhouette, truncation))
             seen = ~np.isnan(observed)
-            total[seen] += observed[seen]
-            weight[seen] += 1.0
-            framed += in_image
+            total[active[seen]] += observed[seen]
+            weight[active[seen]] += 1.0
+            framed[active] += in_image
             done += 1
             if progress is not None:
                 progress(done, count)
