@@ -41,8 +41,8 @@ class MeshOptions:
     smooth_iterations: int = 10
     """Steps of Taubin smoothing of the fused-depth surface (the Gaussians' depth is noisy; 0: none)."""
     bake_views: int = 32
-    """Cameras round the object whose renders colour the texels no photo sees (their silhouettes and depth are
-    fused too, with the fused-depth geometry)."""
+    """Cameras round the object whose renders colour the texels no photo sees. (They are not fused into the
+    geometry: at 512 px the Gaussians' silhouettes from novel views fray and would carve into the object.)"""
     bake_resolution: int = 512
     """Side in pixels of those renders (the photo's size in the refine benchmark)."""
     fit_steps: int = 0
@@ -51,9 +51,8 @@ class MeshOptions:
     """Field queries per batch (lower it when memory is short)."""
 
 
-def surface_of(source: ModelSource, options: MeshOptions, announce: Callable[[str], None], more_views=()):
-    """The model's surface, by the geometry `options` choose (fused depth takes in `more_views`, renders made
-    anyway, too)."""
+def surface_of(source: ModelSource, options: MeshOptions, announce: Callable[[str], None]):
+    """The model's surface, by the geometry `options` choose."""
     geometry = G.chosen_geometry(options.geometry, source.has_density)
     if geometry == "level-set":
         surface = G.level_set(source.model.query_density, source.aabb, options.level, options.resolution,
@@ -63,7 +62,7 @@ def surface_of(source: ModelSource, options: MeshOptions, announce: Callable[[st
                                              source.trained_elevations()),
                               progress="depth renders")
         photo_views = [source.render(photo.camera) for photo in source.photos()]
-        surface = G.smoothed(G.fused_depth([views, *photo_views, *more_views], source.aabb, options.resolution),
+        surface = G.smoothed(G.fused_depth([views, *photo_views], source.aabb, options.resolution),
                              options.smooth_iterations)
     announce(G.describe(surface, geometry))
     return surface
@@ -72,14 +71,14 @@ def surface_of(source: ModelSource, options: MeshOptions, announce: Callable[[st
 def make_mesh(source: ModelSource, options: MeshOptions, announce: Callable[[str], None] = print,
               surface=None) -> TexturedMesh:
     """The textured mesh of the model: surface (or the given `surface`), cleaned, laid out, baked, fitted."""
-    views = source.render(sphere_cameras(source.reference_camera(), options.bake_views, options.bake_resolution,
-                                         source.trained_elevations()),
-                          progress="colour renders")
-    surface = surface if surface is not None else surface_of(source, options, announce, [views])
+    surface = surface if surface is not None else surface_of(source, options, announce)
     surface = C.clean(surface, options.max_faces, options.keep_small_pieces)
     announce(G.describe(surface, "cleaned"))
     vmapping, faces, uvs = uv_layout(surface.vertices, surface.faces)
     vertices = surface.vertices[vmapping].astype(np.float32)
+    views = source.render(sphere_cameras(source.reference_camera(), options.bake_views, options.bake_resolution,
+                                         source.trained_elevations()),
+                          progress="colour renders")
     baked = B.bake(vertices, faces, uvs, options.texture_size, source.photos(), views)
     announce(f"texture {options.texture_size}^2: {baked.from_photo} texels from the photo, {baked.from_renders} "
              f"from renders, {baked.unseen} unseen (from the nearest seen surface)")
