@@ -132,16 +132,16 @@ def main() -> None:
         for suffix in args.formats:
             path = exports / f"{args.object}-{'refine' if config == refine else 'coarse'}{suffix}"
             seconds = export(config, path, **options)
-            row = scores(SimpleNamespace(datamanager=pipeline.datamanager, model=mesh_pipeline(pipeline, path).model),
-                         args, photo)
-            row.update(seconds=seconds, megabytes=sum(f.stat().st_size for f in path.parent.glob(f"{path.stem}.*"))
-                       / 1e6)
+            drawn = mesh_pipeline(pipeline, path).model
+            row = scores(SimpleNamespace(datamanager=pipeline.datamanager, model=drawn), args, photo)
+            row.update(seconds=seconds, faces=len(drawn.faces),
+                       megabytes=sum(f.stat().st_size for f in path.parent.glob(f"{path.stem}.*")) / 1e6)
             rows[f"{name} {suffix}"] = row
             print(f"{name} {suffix}: {row}", flush=True)
-    print("| what | reference PSNR, 512 px | held-out mean, 64 px | F-score | Chamfer | export s | MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| what | reference PSNR, 512 px | held-out mean, 64 px | F-score | Chamfer | faces | export s | MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
-        extra = f"{row['seconds']:.0f} | {row['megabytes']:.1f}" if "seconds" in row else " | "
+        extra = f"{row['faces']} | {row['seconds']:.0f} | {row['megabytes']:.1f}" if "seconds" in row else " | | "
         print(f"| {name} | {row['reference']:.2f} | {row['held_out']:.2f} | {row['f_score']:.3f} | "
               f"{row['chamfer']:.4f} | {extra} |")
 
