@@ -14,7 +14,7 @@ from single_image_nerf.mesh import files as F
 from single_image_nerf.mesh.atlas import uv_layout
 from single_image_nerf.mesh.geometry import fused_depth, silhouette_distance, smoothed
 from single_image_nerf.mesh.render import MeshRenderer
-from single_image_nerf.mesh.source import Photo, Views, axis_cosines, project, sphere_cameras
+from single_image_nerf.mesh.source import ModelSource, Photo, Views, axis_cosines, project, sphere_cameras
 from single_image_nerf.mesh.textured import TexturedMesh
 from single_image_nerf.refine.surface import Surface
 
@@ -95,6 +95,42 @@ def test_smoothing_takes_out_bumps_and_keeps_the_volume():
     volume = trimesh.Trimesh(smooth.vertices, smooth.faces, process=False).volume
     assert abs(volume / (4 / 3 * np.pi * RADIUS ** 3) - 1.0) < 0.03, volume
     assert smoothed(noisy, 0) is noisy
+
+
+def test_the_mesh_stage_looks_from_the_elevations_the_run_was_trained_on():
+    from types import SimpleNamespace
+
+    from single_image_nerf.data.camera_sampling import pose_angles
+
+    photo_camera = orbit_cameras(torch.zeros(1), torch.full((1,), 60.0), torch.full((1,), 2.0),
+                                 torch.full((1,), 40.0), 8, 8)
+    novel = SimpleNamespace(elevation_range=(-10.0, 45.0))
+    pipeline = SimpleNamespace(
+        config=SimpleNamespace(datamanager=SimpleNamespace(novel_views=novel)), model=None,
+        datamanager=SimpleNamespace(train_dataparser_outputs=SimpleNamespace(
+            cameras=photo_camera, metadata={"rgba": np.zeros((8, 8, 4), np.float32)})))
+    band = ModelSource(pipeline).trained_elevations()
+    assert band[0] == pytest.approx(-10.0) and band[1] == pytest.approx(60.0, abs=1e-3)  # the photo's widens it
+    elevations = pose_angles(sphere_cameras(photo_camera, 40, 8, band).camera_to_worlds)[1]
+    assert elevations.min() > -10.0 and elevations.max() < 60.0 and elevations.max() - elevations.min() > 60.0
+
+
+def test_texels_no_view_sees_take_the_nearest_seen_colour():
+    """Renders from above only: the sphere's underside is never seen, and takes the colours of the seen surface
+    next to it (red or blue, never the empty texture's black)."""
+    truth = coloured_sphere(RED, BLUE)
+    vmapping, faces, uvs = uv_layout(np.asarray(truth.vertices, np.float32), np.asarray(truth.faces))
+    vertices = np.asarray(truth.vertices, np.float32)[vmapping]
+    views = rendered_views(truth, sphere_cameras(reference_camera(), 12, 64, (40.0, 90.0)))
+    result = B.bake(vertices, faces, uvs, 128, [], views)
+    assert result.unseen > 0.1 * result.from_renders
+    colours = TexturedMesh(vertices=vertices, faces=faces, uvs=uvs, texture=result.texture).vertex_colours()
+    underside = vertices[:, 2] < -0.4
+    assert underside.any()
+    # Red, blue and their blends (across the faces that straddle the colour boundary) all sum to 1.1; black to 0.
+    assert np.abs(colours[underside].sum(axis=1) - sum(RED)).max() < 0.15
+    nearest_truth = np.minimum(np.abs(colours - RED).max(axis=1), np.abs(colours - BLUE).max(axis=1))
+    assert np.median(nearest_truth[underside]) < 0.1
 
 
 def test_cleaning_drops_a_floater_keeps_it_on_request_and_meets_the_face_budget():

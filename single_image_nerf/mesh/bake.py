@@ -79,6 +79,15 @@ def sample_image(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
                      for channel in range(image.shape[-1])], axis=-1)
 
 
+def sample_straight(rgba: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear samples (K, 4) of a straight-alpha (H, W, 4) image: colour filtered premultiplied and divided back,
+    so that an empty neighbour's colour never bleeds into an edge texel."""
+    alpha = rgba[..., 3:4]
+    sampled = sample_image(np.concatenate([rgba[..., :3] * alpha, alpha], axis=-1), x, y)
+    sampled[:, :3] /= np.maximum(sampled[:, 3:4], 1e-6)
+    return sampled
+
+
 def bake(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int, photos: List[Photo],
          views: Views) -> Bake:
     """The texture of the mesh (`vertices`, `faces`, per-vertex `uvs`) at `size`^2 texels from `photos` first,
@@ -89,11 +98,11 @@ def bake(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int, ph
     from_photo = np.zeros(points.shape[0], dtype=bool)
     for photo in photos:
         visible, x, y, cosine = seen_from(raycaster, photo.camera, 0, points, normals)
-        use = visible & ~from_photo & (cosine > PHOTO_MIN_COSINE)
-        sampled = sample_image(photo.rgba, x[use], y[use])
-        use_idx = np.nonzero(use)[0][sampled[:, 3] > SURFACE_ALPHA]
-        colour[use_idx] = sample_image(photo.rgba[..., :3], x[use_idx], y[use_idx])
-        from_photo[use_idx] = True
+        use = np.nonzero(visible & ~from_photo & (cosine > PHOTO_MIN_COSINE))[0]
+        sampled = sample_straight(photo.rgba, x[use], y[use])
+        shown = sampled[:, 3] > SURFACE_ALPHA
+        colour[use[shown]] = sampled[shown, :3]
+        from_photo[use[shown]] = True
     best = np.where(from_photo, np.inf, -np.inf)
     for index in range(views.rgb.shape[0]):
         visible, x, y, cosine = seen_from(raycaster, views.cameras, index, points, normals)
@@ -101,7 +110,7 @@ def bake(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int, ph
         if better.size == 0:
             continue
         rgba = np.concatenate([views.rgb[index], views.alpha[index][..., None]], axis=-1)
-        sampled = sample_image(rgba, x[better], y[better])
+        sampled = sample_straight(rgba, x[better], y[better])
         shown = sampled[:, 3] > SURFACE_ALPHA
         better = better[shown]
         colour[better] = sampled[shown, :3]
