@@ -77,9 +77,11 @@ def scores(pipeline, args: argparse.Namespace, photo) -> dict:
 
     reference_fov = float(fov_from_focal(fov.reshape(-1)[0], int(pipeline.datamanager.train_dataparser_outputs
                                                                    .cameras.height.reshape(-1)[0])))
+    held_out = [view["psnr"] for view in report["views"] if view["name"] != "reference"]
     return {"reference": oracle.photo_psnr(pipeline, photo, photo.shape[0], reference_fov),
-            "held_out": report["summary"]["held_out"]["psnr"], "f_score": report["geometry"]["f_score"],
-            "chamfer": report["geometry"]["chamfer"]}
+            "held_out": report["summary"]["held_out"]["psnr"], "worst": min(held_out),
+            "front": report["summary"]["front"]["psnr"], "back": report["summary"]["back"]["psnr"],
+            "f_score": report["geometry"]["f_score"], "chamfer": report["geometry"]["chamfer"]}
 
 
 def export(config: Path, output: Path, **options) -> float:
