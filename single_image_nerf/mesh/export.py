@@ -38,8 +38,9 @@ class MeshOptions:
     untaught)."""
     depth_resolution: int = 256
     """Side in pixels of the depth renders (the photos' cameras are fused too, at the photos' own sizes)."""
-    smooth_iterations: int = 10
-    """Steps of Taubin smoothing of the fused-depth surface (the Gaussians' depth is noisy; 0: none)."""
+    smooth_iterations: int = 0
+    """Steps of Taubin smoothing of the fused-depth surface (a smoother surface, a less broken UV atlas; measured on
+    the box, it rounds edges and costs the held-out views 0.3 dB at 10 steps: off by default)."""
     bake_views: int = 32
     """Cameras round the object whose renders colour the texels no photo sees. (They are not fused into the
     geometry: at 512 px the Gaussians' silhouettes from novel views fray and would carve into the object.)"""
