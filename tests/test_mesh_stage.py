@@ -61,6 +61,9 @@ def test_silhouette_distance_is_zero_halfway_between_an_empty_pixel_and_a_covere
     distance = silhouette_distance(alpha)
     assert np.allclose(distance[:, 0], -2.5) and np.allclose(distance[:, 2], -0.5)
     assert np.allclose(distance[:, 3], 0.5) and np.allclose(distance[:, 7], 4.5)
+    alpha[:, 2], alpha[:, 3] = 0.8, 0.3  # an antialiased edge, 0.3 px past the centre of column 3
+    distance = silhouette_distance(alpha)
+    assert np.allclose(distance[:, 2], -0.3) and np.allclose(distance[:, 3], 0.2) and np.allclose(distance[:, 5], 2.5)
 
 
 def test_a_point_outside_any_views_silhouette_is_outside_the_fused_surface():

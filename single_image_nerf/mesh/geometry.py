@@ -71,14 +71,18 @@ def fused_depth(views: Union[Views, Sequence[Views]], aabb: np.ndarray, resoluti
 
 
 def silhouette_distance(alpha: np.ndarray) -> np.ndarray:
-    """(H, W) signed distance in pixels from each pixel centre to the silhouette {alpha = ALPHA_SURFACE}: positive
-    outside the object, negative inside, zero halfway between an empty pixel and a covered one."""
+    """(H, W) signed distance in pixels from each pixel centre to the silhouette's edge: positive outside the object,
+    negative inside. Pixels on the edge (an empty one beside a covered one, or the reverse) place it by their own
+    opacity, as an antialiased edge's coverage does (opacity 0.5: through the centre; 0.1: 0.4 px beyond it);
+    the others by the distance to the nearest such pixel."""
     from scipy.ndimage import distance_transform_edt
 
     covered = alpha >= ALPHA_SURFACE
     if covered.all() or not covered.any():
         return np.where(covered, -1e6, 1e6)  # no silhouette in the image: far from it everywhere
-    return np.where(covered, 0.5 - distance_transform_edt(covered), distance_transform_edt(~covered) - 0.5)
+    distance = np.where(covered, 0.5 - distance_transform_edt(covered), distance_transform_edt(~covered) - 0.5)
+    on_edge = np.abs(distance) <= 0.5
+    return np.where(on_edge, np.clip(ALPHA_SURFACE - alpha, -0.5, 0.5), distance)
 
 
 def signed_distances(views: Views, index: int, points: np.ndarray, truncation: float):
