@@ -133,7 +133,8 @@ def main() -> None:
     for name, (config, options) in meshes.items():
         for suffix in args.formats:
             path = exports / f"{args.object}-{'refine' if config == refine else 'coarse'}{suffix}"
-            seconds = export(config, path, **options)
+            chosen = dict(options, texture="vertex") if options.get("texture") and suffix == ".ply" else options
+            seconds = export(config, path, **chosen)  # PLY holds vertex colours, no texture image
             drawn = mesh_pipeline(pipeline, path).model
             row = scores(SimpleNamespace(datamanager=pipeline.datamanager, model=drawn), args, photo)
             row.update(seconds=seconds, faces=len(drawn.faces),
