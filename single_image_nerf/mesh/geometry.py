@@ -3,12 +3,12 @@
 - `level_set`: marching cubes on a coarse run's density at a level (refine/surface.py, shared with the seeding);
 - `fused_depth`: the model's rendered depth from cameras all round, fused into a truncated signed distance on a
   grid and meshed at its zero crossing. A point outside any view's silhouette is outside the object (the visual
-  hull), at its distance from that silhouette (sub-pixel, from the image's signed distance to its silhouette, at
-  the point's depth), so the surface meets every view's silhouette between grid points; points behind a rendered surface by more than the truncation are left unknown,
-  and points no camera sees but every camera frames count as inside, so the result is closed; a point that some
-  camera's image leaves out is outside unless a camera sees it (the object stands in every image). It works for any
-  model that renders depth, the refine stage's Gaussians included. Their depth is noisy (a bumpy surface breaks
-  the UV atlas into crumbs), so the surface is then smoothed (`smoothed`, Taubin's filter, which keeps the volume).
+  hull), at its distance from that silhouette (sub-pixel, at the point's depth); a point inside every silhouette is
+  no farther from the surface than the nearest silhouette edge, so the surface meets each silhouette between grid
+  points. Points behind a rendered surface by more than the truncation are left unknown, and points no camera sees
+  but every camera frames count as inside, so the result is closed; a point that some camera's image leaves out is
+  outside unless a camera sees it (the object stands in every image). It works for any model that renders depth,
+  the refine stage's Gaussians included. `smoothed` (Taubin's filter, which keeps the volume) can follow.
 """
 
 from __future__ import annotations

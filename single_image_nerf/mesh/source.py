@@ -92,8 +92,8 @@ class ModelSource:
         widened to take in every photo's camera; the whole sphere for a run without novel views."""
         from single_image_nerf.data.camera_sampling import pose_angles
 
-        novel = getattr(getattr(self.pipeline, "config", None), "datamanager", None)
-        band = getattr(getattr(novel, "novel_views", None), "elevation_range", None)
+        datamanager = getattr(getattr(self.pipeline, "config", None), "datamanager", None)
+        band = getattr(getattr(datamanager, "novel_views", None), "elevation_range", None)
         if band is None:
             return (-90.0, 90.0)
         photos = [float(pose_angles(photo.camera.camera_to_worlds)[1].reshape(-1)[0]) for photo in self.photos()]
