@@ -145,6 +145,29 @@ def test_transmittance_stop_excludes_the_gaussian_that_crosses_it():
     assert render[0, 4, 4].tolist() == pytest.approx([0.999, 0.0, 0.0], abs=1e-6)
 
 
+@pytest.mark.parametrize("front_opacity, median", [(0.7, 2.0), (0.3, 2.5)])
+def test_median_depth_is_where_the_opacity_reaches_one_half(front_opacity, median):
+    """Two large Gaussians on the axis, at depths 2 and 2.5 (opacity 0.9 behind): the median depth is the front one's
+    when it alone passes one half, the back one's when only both do; the expected depth lies between them. A pixel
+    that never reaches one half keeps the expected depth."""
+    means = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 2.5]])
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(2, 1)
+    scales = torch.full((2, 3), 0.3)
+    opacities = torch.tensor([front_opacity, 0.9])
+    colors = torch.rand(2, 3)
+    K = intrinsics(20.0, 9, 9)[None]
+    arguments = (means, quats, scales, opacities, colors, torch.eye(4)[None], K, 8, 8)
+    expected = rasterize(*arguments, render_mode="RGB+ED")[0][0, 4, 4, 3].item()
+    render, alpha, _ = rasterize(*arguments, render_mode="RGB+MD")
+    assert render[0, 4, 4, 3].item() == pytest.approx(median, abs=1e-5)
+    assert 2.0 < expected < 2.5 and expected != pytest.approx(median, abs=0.02)
+    assert torch.equal(render[..., :3], rasterize(*arguments, render_mode="RGB+ED")[0][..., :3])
+    faint = rasterize(means, quats, scales, opacities * 0.1, colors, torch.eye(4)[None], K, 8, 8, render_mode="MD")[0]
+    faint_expected = rasterize(means, quats, scales, opacities * 0.1, colors, torch.eye(4)[None], K, 8, 8,
+                               render_mode="ED")[0]
+    torch.testing.assert_close(faint, faint_expected)
+
+
 def test_sh_background_depth_modes_and_strategy_meta():
     width, height = 24, 16
     means, quats, scales, opacities, _ = random_scene(10, seed=3)

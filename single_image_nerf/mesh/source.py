@@ -101,14 +101,17 @@ class ModelSource:
 
     @torch.no_grad()
     def render(self, cameras, progress: Optional[str] = None) -> Views:
-        """Straight colour, opacity and z-depth of the model at each camera (eval mode for the call)."""
+        """Straight colour, opacity and z-depth of the model at each camera (eval mode for the call; the median
+        depth where the model renders it, the depth of its opacity's half-way point as the silhouettes' edge is)."""
         from tqdm import tqdm
 
         model = self.model
-        was_training, normals_were = model.training, getattr(model, "eval_normals", None)
+        was_training = model.training
+        switches = {"eval_normals": False, "eval_median_depth": True}  # colour, opacity and the surface's depth
+        saved = {name: getattr(model, name) for name in switches if hasattr(model, name)}
         model.eval()
-        if normals_were is not None:
-            model.eval_normals = False  # colour, opacity and depth alone
+        for name in saved:
+            setattr(model, name, switches[name])
         rgbs, alphas, depths = [], [], []
         try:
             for index in tqdm(range(cameras.shape[0]), desc=progress, disable=progress is None, leave=False):
@@ -127,8 +130,8 @@ class ModelSource:
                 depths.append(depth.numpy())
         finally:
             model.train(was_training)
-            if normals_were is not None:
-                model.eval_normals = normals_were
+            for name, value in saved.items():
+                setattr(model, name, value)
         return Views(cameras=cameras, rgb=np.stack(rgbs), alpha=np.stack(alphas), depth=np.stack(depths))
 
 

@@ -29,7 +29,13 @@ ALPHA_MIN = 1.0 / 255.0
 """Contributions below this alpha are skipped (as in gsplat's kernel)."""
 TRANSMITTANCE_MIN = 1e-4
 """A pixel is done once its transmittance would fall to this value; that Gaussian is excluded."""
-RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
+RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED", "MD", "RGB+MD")
+"""gsplat's modes, and the median depth ("MD"): the depth of the Gaussian at which a pixel's accumulated opacity
+reaches one half (2DGS's median depth), where it does; the expected depth elsewhere. Unlike the expected depth it
+is not pulled behind the surface by the translucent Gaussians under it. gsplat's kernels have no median, so it is
+rendered by the dense path on every device."""
+MEDIAN_OPACITY = 0.5
+"""Accumulated opacity at which the median depth is read."""
 
 
 def rasterize(
@@ -66,6 +72,8 @@ def rasterize(
         raise ValueError(f"Unknown rasterisation backend {backend!r}; use auto, gsplat or torch.")
     check_same_device(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors, viewmats=viewmats,
                       Ks=Ks, backgrounds=backgrounds)
+    if render_mode.endswith("MD"):
+        backend = "torch"
     if backend == "gsplat" or (backend == "auto" and means.is_cuda):
         from gsplat.rendering import rasterization
 
@@ -160,11 +168,11 @@ def rasterize_torch(
     if compensations is not None:
         view_opacities = view_opacities * compensations
     values = view_colors(means, colors, viewmats, sh_degree)
-    if render_mode in ("RGB+D", "RGB+ED"):
+    if render_mode in ("RGB+D", "RGB+ED", "RGB+MD"):
         values = torch.cat([values, depths[..., None]], dim=-1)
         if backgrounds is not None:
             backgrounds = torch.cat([backgrounds, backgrounds.new_zeros(C, 1)], dim=-1)
-    elif render_mode in ("D", "ED"):
+    elif render_mode in ("D", "ED", "MD"):
         values = depths[..., None]
         if backgrounds is not None:
             backgrounds = backgrounds.new_zeros(C, 1)
@@ -176,13 +184,14 @@ def rasterize_torch(
         render, alpha = _render_camera(
             means2d[c], conics[c], view_opacities[c], values[c], depths[c], radii[c], tiles[c], width, height,
             tile_size, max_chunk_elements, None if absgrad_buffer is None else absgrad_buffer[c],
+            median=render_mode.endswith("MD"),
         )
         renders.append(render)
         alphas.append(alpha)
     render_colors, render_alphas = torch.stack(renders), torch.stack(alphas)
     if backgrounds is not None:
         render_colors = render_colors + backgrounds[:, None, None, :] * (1.0 - render_alphas)
-    if render_mode in ("ED", "RGB+ED"):
+    if render_mode in ("ED", "RGB+ED", "MD", "RGB+MD"):
         expected = render_colors[..., -1:] / render_alphas.clamp(min=1e-10)
         render_colors = torch.cat([render_colors[..., :-1], expected], dim=-1)
     if absgrad_buffer is not None:
@@ -198,10 +207,12 @@ def rasterize_torch(
 def _render_camera(
     means2d: Tensor, conics: Tensor, opacities: Tensor, values: Tensor, depths: Tensor, radii: Tensor, tiles: Tensor,
     width: int, height: int, tile_size: int, max_chunk_elements: int, absgrad_buffer: Optional[Tensor],
+    median: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     """One camera, binned by tile as gsplat's `isect_tiles` does: every (Gaussian, tile) pair it touches, sorted by
     tile then depth; tiles of similar Gaussian counts are composited together as dense [tiles, pixels, Gaussians]
-    blocks of at most `max_chunk_elements`. Returns (colour [H,W,D], alpha [H,W,1])."""
+    blocks of at most `max_chunk_elements`. Returns (colour [H,W,D], alpha [H,W,1]); with `median` the last channel
+    is the median depth times the alpha (see RENDER_MODES)."""
     device, dtype, D = means2d.device, means2d.dtype, values.shape[-1]
     tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
     n_tiles, n_pixels = tiles_x * tiles_y, tile_size * tile_size
@@ -238,7 +249,8 @@ def _render_camera(
         ids = gaussians[(tile_start[block][:, None] + slots[None, :]).clamp_max(pairs - 1)]
         origin = torch.stack([block % tiles_x, block // tiles_x], dim=-1).to(dtype) * tile_size
         pixels = origin[:, None, :] + local_xy[None]  # [T, P, 2]
-        colour, alpha = _composite_tiles(pixels, ids, valid, means2d, conics, opacities, values, absgrad_buffer)
+        colour, alpha = _composite_tiles(pixels, ids, valid, means2d, conics, opacities, values, absgrad_buffer,
+                                         median)
         done_tiles.append(block)
         colours.append(colour)
         alphas.append(alpha)
@@ -256,10 +268,11 @@ def _render_camera(
 
 def _composite_tiles(
     pixels: Tensor, ids: Tensor, valid: Tensor, means2d: Tensor, conics: Tensor, opacities: Tensor, values: Tensor,
-    absgrad_buffer: Optional[Tensor],
+    absgrad_buffer: Optional[Tensor], median: bool = False,
 ) -> Tuple[Tensor, Tensor]:
     """Pixel centres [T,P,2] of T tiles against each tile's depth-sorted Gaussians `ids` [T,K] (`valid` marks the
-    real ones): (colour [T,P,D], alpha [T,P,1])."""
+    real ones): (colour [T,P,D], alpha [T,P,1]); with `median`, the last channel is the median depth (the last value
+    channel of the Gaussian at which the opacity reaches MEDIAN_OPACITY) times the alpha, where it does."""
     mu = means2d[ids][:, None].expand(-1, pixels.shape[1], -1, -1)  # [T, P, K, 2]
     if absgrad_buffer is not None and mu.requires_grad:
         mu.register_hook(_absgrad_hook(absgrad_buffer, ids))
@@ -274,7 +287,14 @@ def _composite_tiles(
     before = torch.cat([torch.ones_like(after[..., :1]), after[..., :-1]], dim=-1)
     weights = a * before * (after > TRANSMITTANCE_MIN).to(a.dtype)
     colour = torch.einsum("tpk,tkd->tpd", weights, values[ids])
-    return colour, weights.sum(dim=-1, keepdim=True)
+    alpha = weights.sum(dim=-1, keepdim=True)
+    if median:
+        crossed = after <= 1.0 - MEDIAN_OPACITY
+        first = crossed.to(torch.int8).argmax(dim=-1, keepdim=True)  # the first Gaussian that crosses
+        depth = torch.gather(values[ids][..., -1][:, None, :].expand_as(a), -1, first)
+        colour = torch.cat([colour[..., :-1], torch.where(crossed.any(-1, keepdim=True), depth * alpha,
+                                                           colour[..., -1:])], dim=-1)
+    return colour, alpha
 
 
 def _absgrad_hook(buffer: Tensor, ids: Tensor):

@@ -232,6 +232,9 @@ class RefineSplatModel(SplatfactoModel):
         self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
         self.step = 0
         self.crop_box: Optional[OrientedBox] = None
+        self.eval_median_depth = False
+        """Outside training, report the median depth instead of the expected one (the mesh stage's fusion reads it;
+        it is rendered by the dense path, see rasterizer.RENDER_MODES)."""
         self.background_color = torch.zeros(3) if self.config.background_color == "black" else torch.ones(3)
         """Background of renders outside training (the viewer may change it)."""
         self.generator = torch.Generator().manual_seed(self.config.seed)
@@ -429,7 +432,8 @@ class RefineSplatModel(SplatfactoModel):
 
     def get_outputs(self, camera: Cameras) -> Dict[str, Tensor]:
         """Render one camera: "rgb" (H, W, 3) composited on the background, "accumulation" and "depth" (H, W, 1)
-        (expected depth along the camera axis), and "background" (3,)."""
+        (expected depth along the camera axis; the median depth with `eval_median_depth` outside training), and
+        "background" (3,)."""
         if not isinstance(camera, Cameras):  # a RayBundle: ns-export pointcloud / poisson / tsdf asking for rays
             raise UserInputError(
                 "this is a refine run (Gaussians), which renders whole cameras, not rays: export it with `ns-export "
@@ -438,7 +442,8 @@ class RefineSplatModel(SplatfactoModel):
         if self.num_points == 0:
             width, height = camera_image_size(camera)
             return self.get_empty_outputs(width, height, self.backgrounds(1)[0])
-        render, alpha, _ = self.rasterize_cameras(camera[0:1] if camera.shape else camera.reshape((1,)), "RGB+ED")
+        mode = "RGB+MD" if self.eval_median_depth and not self.training else "RGB+ED"
+        render, alpha, _ = self.rasterize_cameras(camera[0:1] if camera.shape else camera.reshape((1,)), mode)
         background = self.backgrounds(1)[0]
         rgb = render[0, ..., :3] + (1.0 - alpha[0]) * background
         return {"rgb": rgb.clamp(0.0, 1.0), "accumulation": alpha[0], "depth": render[0, ..., 3:4],
