@@ -239,3 +239,35 @@ def test_the_texture_fit_lowers_the_error_against_its_targets(baked):
         return float((lookup(torch.from_numpy(texture).float(), uvs) - colours).abs().mean())
 
     assert error(fitted.texture) < 0.5 * error(grey.texture), lines
+
+
+def test_the_photo_drawn_back_from_its_bake_is_the_photo(monkeypatch):
+    """A photo of fine random texture, baked onto the plane it shows and drawn back at its camera with area
+    sampling (as it was taken), comes back pixel for pixel; bilinear sampling of the photo would blur it once more."""
+    import trimesh
+
+    plane = trimesh.Trimesh(vertices=[[0, -0.3, -0.3], [0, 0.3, -0.3], [0, 0.3, 0.3], [0, -0.3, 0.3]],
+                            faces=[[0, 1, 2], [0, 2, 3]], process=False).subdivide().subdivide()
+    vmapping, faces, uvs = uv_layout(np.asarray(plane.vertices, np.float32), np.asarray(plane.faces))
+    vertices = np.asarray(plane.vertices, np.float32)[vmapping]
+    fine = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    fine = np.kron(fine, np.ones((4, 4, 1), np.float32))  # 4 x 4 texels a colour
+    truth = TexturedMesh(vertices=vertices, faces=faces, uvs=uvs, texture=fine)
+    camera = reference_camera(64)
+    taken = MeshRenderer(F.to_trimesh(truth, ".glb"))
+    shot = taken.get_outputs_for_camera(camera)
+    photo = Photo(camera=camera, rgba=np.concatenate([shot["rgb"].numpy(), shot["accumulation"].numpy()], -1))
+    interior = shot["accumulation"][..., 0].numpy() > 0.999
+    views = rendered_views(plane, sphere_cameras(camera, 4, 32))
+
+    def drawn_back_error() -> float:
+        texture = B.bake(vertices, faces, uvs, 1024, [photo], views).texture
+        mesh = F.to_trimesh(TexturedMesh(vertices=vertices, faces=faces, uvs=uvs, texture=texture), ".glb")
+        drawn = MeshRenderer(mesh).get_outputs_for_camera(camera)["rgb"].numpy()
+        return float(np.abs(drawn - photo.rgba[..., :3])[interior].mean())
+
+    nearest = drawn_back_error()
+    monkeypatch.setattr(B, "PHOTO_SAMPLING_ORDER", 1)
+    bilinear = drawn_back_error()
+    assert interior.sum() > 200
+    assert nearest < 0.02 and nearest < 0.5 * bilinear, (nearest, bilinear)

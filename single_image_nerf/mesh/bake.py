@@ -19,6 +19,10 @@ from single_image_nerf.mesh.source import Photo, Views, project
 PHOTO_MIN_COSINE = 0.1
 """A photo colours a texel only where its camera sees the surface at least this head-on (cosine between the normal
 and the direction to the camera): at grazing angles one photo pixel smears over many texels."""
+PHOTO_SAMPLING_ORDER = 0
+"""How a texel samples the photo: 0, the pixel its point falls in (a photo pixel is the mean colour over its area, so
+texels that tile it reproduce it exactly when the mesh is drawn with area sampling); 1, bilinear (which blurs a
+sharp edge once more when the mesh is drawn)."""
 SURFACE_ALPHA = 0.5
 """A photo's or a render's pixel shows the object where its opacity exceeds this."""
 VISIBILITY_PIXELS = 2.0
@@ -70,20 +74,21 @@ def seen_from(raycaster: Raycaster, cameras, index: int, points: np.ndarray, nor
     return visible, x, y, cosine
 
 
-def sample_image(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear samples (K, C) of an (H, W, C) image at pixel coordinates (pixel centres at +0.5)."""
+def sample_image(image: np.ndarray, x: np.ndarray, y: np.ndarray, order: int = 1) -> np.ndarray:
+    """Samples (K, C) of an (H, W, C) image at pixel coordinates (pixel centres at +0.5): bilinear (`order` 1) or
+    the pixel each falls in (0)."""
     from scipy.ndimage import map_coordinates
 
     coordinates = np.stack([y - 0.5, x - 0.5])
-    return np.stack([map_coordinates(image[..., channel], coordinates, order=1, mode="nearest")
+    return np.stack([map_coordinates(image[..., channel], coordinates, order=order, mode="nearest")
                      for channel in range(image.shape[-1])], axis=-1)
 
 
-def sample_straight(rgba: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear samples (K, 4) of a straight-alpha (H, W, 4) image: colour filtered premultiplied and divided back,
-    so that an empty neighbour's colour never bleeds into an edge texel."""
+def sample_straight(rgba: np.ndarray, x: np.ndarray, y: np.ndarray, order: int = 1) -> np.ndarray:
+    """Samples (K, 4) of a straight-alpha (H, W, 4) image (`order` as `sample_image`'s): colour filtered
+    premultiplied and divided back, so that an empty neighbour's colour never bleeds into an edge texel."""
     alpha = rgba[..., 3:4]
-    sampled = sample_image(np.concatenate([rgba[..., :3] * alpha, alpha], axis=-1), x, y)
+    sampled = sample_image(np.concatenate([rgba[..., :3] * alpha, alpha], axis=-1), x, y, order)
     sampled[:, :3] /= np.maximum(sampled[:, 3:4], 1e-6)
     return sampled
 
@@ -99,7 +104,7 @@ def bake(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, size: int, ph
     for photo in photos:
         visible, x, y, cosine = seen_from(raycaster, photo.camera, 0, points, normals)
         use = np.nonzero(visible & ~from_photo & (cosine > PHOTO_MIN_COSINE))[0]
-        sampled = sample_straight(photo.rgba, x[use], y[use])
+        sampled = sample_straight(photo.rgba, x[use], y[use], PHOTO_SAMPLING_ORDER)
         shown = sampled[:, 3] > SURFACE_ALPHA
         colour[use[shown]] = sampled[shown, :3]
         from_photo[use[shown]] = True
