@@ -1,7 +1,8 @@
 """The surface of a finished model, two ways (docs/export.md says which the command takes and why, with figures):
 
 - `level_set`: marching cubes on a coarse run's density at a level (refine/surface.py, shared with the seeding);
-- `fused_depth`: the model's rendered depth from cameras all round, fused into a truncated signed distance on a
+- `fused_depth`: the model's rendered depth from cameras all round (for Gaussians the median depth, where each
+  pixel's opacity reaches one half, as its silhouette's edge is drawn), fused into a truncated signed distance on a
   grid and meshed at its zero crossing. A point outside any view's silhouette is outside the object (the visual
   hull), at its distance from that silhouette (sub-pixel, at the point's depth); a point inside every silhouette is
   no farther from the surface than the nearest silhouette edge, so the surface meets each silhouette between grid
