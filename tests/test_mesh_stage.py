@@ -85,6 +85,21 @@ def test_a_point_outside_any_views_silhouette_is_outside_the_fused_surface():
     assert np.linalg.norm(surface.vertices, axis=-1).max() > 0.45  # elsewhere (along the axis) the big sphere
 
 
+def test_a_pinhole_in_one_silhouette_and_a_stray_depth_bore_no_tunnel():
+    """One of 24 views of a sphere has a 2-pixel hole in its silhouette, another a patch of depth far behind the
+    surface: neither bores into the fused sphere, which keeps one closed surface and the sphere's volume."""
+    import trimesh
+
+    views = rendered_views(coloured_sphere(RED, BLUE), sphere_cameras(reference_camera(), 24, 64))
+    views.alpha[0, 32, 32:34] = 0.0
+    views.depth[5, 28:36, 28:36] += 0.6
+    surface = fused_depth(views, np.array([[-1.0] * 3, [1.0] * 3]), 48)
+    mesh = trimesh.Trimesh(surface.vertices, surface.faces)
+    assert len(mesh.split(only_watertight=False)) == 1
+    assert mesh.volume == pytest.approx(4 / 3 * np.pi * RADIUS**3, rel=0.05)
+    assert np.linalg.norm(surface.vertices, axis=-1).min() > 0.9 * RADIUS
+
+
 def test_smoothing_takes_out_bumps_and_keeps_the_volume():
     import trimesh
 

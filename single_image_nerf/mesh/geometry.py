@@ -23,6 +23,10 @@ from single_image_nerf.refine.surface import DensityGrid, FieldFn, Surface, eval
 
 ALPHA_SURFACE = 0.5
 """Opacity above which a pixel shows the surface (below: free space), as the geometry score's back-projection."""
+PINHOLE_FRACTION = 0.002
+"""A hole in a silhouette smaller than this fraction of the silhouette's area is a pinhole of the render (the
+Gaussians leave a few pixels open here and there), filled, not carved: a visual hull would bore it through the whole
+object. A real opening (a mug's handle) is hundreds of times larger."""
 
 
 def level_set(density_fn: FieldFn, aabb: np.ndarray, level: float, resolution: int, chunk: int = 1 << 16,
@@ -67,6 +71,7 @@ def fused_depth(views: Union[Views, Sequence[Views]], aabb: np.ndarray, resoluti
     # Outside any view's silhouette is outside the object (the visual hull); inside, the surface is no farther than
     # the nearest silhouette's edge (the object fills each silhouette), which keeps the zero crossing on the edge.
     distance = np.where(carved > 0, carved, np.maximum(fused, -rim))
+    distance = without_cavities(distance.reshape((resolution,) * 3), truncation)
     grid = DensityGrid(values=(-distance).reshape((resolution,) * 3).astype(np.float32), aabb=box.astype(np.float32))
     return extract_surface(grid, 0.0)
 
@@ -78,12 +83,38 @@ def silhouette_distance(alpha: np.ndarray) -> np.ndarray:
     the others by the distance to the nearest such pixel."""
     from scipy.ndimage import distance_transform_edt
 
-    covered = alpha >= ALPHA_SURFACE
+    covered = without_pinholes(alpha >= ALPHA_SURFACE)
     if covered.all() or not covered.any():
         return np.where(covered, -1e6, 1e6)  # no silhouette in the image: far from it everywhere
     distance = np.where(covered, 0.5 - distance_transform_edt(covered), distance_transform_edt(~covered) - 0.5)
     on_edge = np.abs(distance) <= 0.5
     return np.where(on_edge, np.clip(ALPHA_SURFACE - alpha, -0.5, 0.5), distance)
+
+
+def without_cavities(distance: np.ndarray, truncation: float) -> np.ndarray:
+    """The signed distance grid with every pocket of outside that does not reach the grid's border (a cavity no
+    camera can see into, bored by a stray depth) made inside."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(distance > 0)
+    border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(),
+                                       labels[:, :, [0, -1]].ravel()]))
+    cavity = (labels > 0) & ~np.isin(labels, border)
+    return np.where(cavity, -truncation, distance)
+
+
+def without_pinholes(covered: np.ndarray) -> np.ndarray:
+    """`covered` (H, W) with its holes smaller than PINHOLE_FRACTION of its area filled."""
+    from scipy import ndimage
+
+    holes = ndimage.binary_fill_holes(covered) & ~covered
+    if not holes.any():
+        return covered
+    labels, count = ndimage.label(holes)
+    sizes = np.bincount(labels.reshape(-1), minlength=count + 1)
+    small = sizes < PINHOLE_FRACTION * covered.sum()
+    small[0] = False
+    return covered | small[labels]
 
 
 def signed_distances(views: Views, index: int, points: np.ndarray, truncation: float):
@@ -103,7 +134,8 @@ def signed_distances(views: Views, index: int, points: np.ndarray, truncation: f
                           order=1, mode="nearest")
     focal = float(views.cameras.fx[index].reshape(-1)[0])
     ahead = views.depth[index][rows, cols] - z[inside]
-    value = np.where((gap > 0.0) | (ahead < -truncation), np.nan, np.clip(ahead, -truncation, truncation))
+    unseen = (gap > 0.0) | (views.alpha[index][rows, cols] < ALPHA_SURFACE)  # outside, or a pinhole: no depth
+    value = np.where(unseen | (ahead < -truncation), np.nan, np.clip(ahead, -truncation, truncation))
     values = np.full(points.shape[0], np.nan, dtype=np.float32)
     values[inside] = value
     silhouette = np.full(points.shape[0], np.nan, dtype=np.float32)
