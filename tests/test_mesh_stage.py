@@ -100,6 +100,32 @@ def test_a_pinhole_in_one_silhouette_and_a_stray_depth_bore_no_tunnel():
     assert np.linalg.norm(surface.vertices, axis=-1).min() > 0.9 * RADIUS
 
 
+def test_the_photo_camera_carves_with_the_photos_own_silhouette():
+    """The model renders a sphere at the photo's camera, but the photo shows a smaller one: the fused surface keeps
+    inside the photo's silhouette, and the render's depth counts only where the render shows the surface."""
+    import trimesh
+
+    from single_image_nerf.mesh.geometry import with_photo_silhouette
+
+    sphere = coloured_sphere(RED, BLUE)
+    small = trimesh.Trimesh(vertices=np.asarray(sphere.vertices) * 0.7, faces=sphere.faces,
+                            vertex_colors=sphere.visual.vertex_colors, process=False)
+    reference = reference_camera(64)
+    shot = rendered_views(small, reference)
+    photo = Photo(camera=reference, rgba=np.concatenate([shot.rgb[0], shot.alpha[0][..., None]], -1))
+    render = rendered_views(sphere, reference)
+    render.alpha[0, :, :8] = 0.0  # a strip the render leaves empty
+    combined = with_photo_silhouette(render, photo)
+    assert np.array_equal(combined.alpha[0], photo.rgba[..., 3]) and np.isnan(combined.depth[0, :, :8]).all()
+    views = [rendered_views(sphere, sphere_cameras(reference, 24, 64)), combined]
+    surface = fused_depth(views, np.array([[-1.0] * 3, [1.0] * 3]), 48)
+    x, y, _ = project(reference, 0, surface.vertices.astype(np.float64))
+    from scipy.ndimage import map_coordinates
+
+    gap = map_coordinates(silhouette_distance(photo.rgba[..., 3]), np.stack([y - 0.5, x - 0.5]), order=1)
+    assert gap.max() < 1.5, gap.max()
+
+
 def test_smoothing_takes_out_bumps_and_keeps_the_volume():
     import trimesh
 

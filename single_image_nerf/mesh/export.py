@@ -62,7 +62,7 @@ def surface_of(source: ModelSource, options: MeshOptions, announce: Callable[[st
         views = source.render(sphere_cameras(source.reference_camera(), options.depth_views, options.depth_resolution,
                                              source.trained_elevations()),
                               progress="depth renders")
-        photo_views = [source.render(photo.camera) for photo in source.photos()]
+        photo_views = [G.with_photo_silhouette(source.render(photo.camera), photo) for photo in source.photos()]
         surface = G.smoothed(G.fused_depth([views, *photo_views], source.aabb, options.resolution),
                              options.smooth_iterations)
     announce(G.describe(surface, geometry))

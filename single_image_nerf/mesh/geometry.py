@@ -18,7 +18,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from single_image_nerf.mesh.source import Views, project
+from single_image_nerf.mesh.source import Photo, Views, project
 from single_image_nerf.refine.surface import DensityGrid, FieldFn, Surface, evaluate_grid, extract_surface
 
 ALPHA_SURFACE = 0.5
@@ -89,6 +89,13 @@ def silhouette_distance(alpha: np.ndarray) -> np.ndarray:
     distance = np.where(covered, 0.5 - distance_transform_edt(covered), distance_transform_edt(~covered) - 0.5)
     on_edge = np.abs(distance) <= 0.5
     return np.where(on_edge, np.clip(ALPHA_SURFACE - alpha, -0.5, 0.5), distance)
+
+
+def with_photo_silhouette(render: Views, photo: Photo) -> Views:
+    """The model's `render` at a photo's camera with the photo's own silhouette (the user's mask is the truth where
+    there is one); its depth is kept only where the render itself shows the surface."""
+    depth = np.where(render.alpha >= ALPHA_SURFACE, render.depth, np.nan)
+    return Views(cameras=render.cameras, rgb=render.rgb, alpha=photo.rgba[None, ..., 3], depth=depth)
 
 
 def without_cavities(distance: np.ndarray, truncation: float) -> np.ndarray:
