@@ -19,6 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oracle_recovery as oracle  # noqa: E402  (the benchmark whose runs this one exports)
 
 
+
+def written_files(path: Path):
+    """The files an export to `path` writes (an OBJ brings its MTL and texture image; nothing else of the stem,
+    which an earlier export in another format may have left)."""
+    return [path, path.with_suffix(".mtl"), path.with_suffix(".png")] if path.suffix == ".obj" else [path]
+
 def train_args(object_name: str, device: str, steps: int, refine_steps: int) -> argparse.Namespace:
     """oracle_recovery's options for `--object OBJ --steps 300 --size 64 --photo-size 512 --novel-resolution 64
     --refine-steps 300` (docs/benchmarks.md)."""
@@ -138,7 +144,7 @@ def main() -> None:
             drawn = mesh_pipeline(pipeline, path).model
             row = scores(SimpleNamespace(datamanager=pipeline.datamanager, model=drawn), args, photo)
             row.update(seconds=seconds, faces=len(drawn.faces),
-                       megabytes=sum(f.stat().st_size for f in path.parent.glob(f"{path.stem}.*")) / 1e6)
+                       megabytes=sum(f.stat().st_size for f in written_files(path)) / 1e6)
             rows[f"{name} {suffix}"] = row
             print(f"{name} {suffix}: {row}", flush=True)
     print("| what | reference PSNR, 512 px | held-out mean, 64 px | F-score | Chamfer | faces | export s | MB |")
