@@ -9,7 +9,9 @@
   points. Points behind a rendered surface by more than the truncation are left unknown, and points no camera sees
   but every camera frames count as inside, so the result is closed; a point that some camera's image leaves out is
   outside unless a camera sees it (the object stands in every image). It works for any model that renders depth,
-  the refine stage's Gaussians included. `smoothed` (Taubin's filter, which keeps the volume) can follow.
+  the refine stage's Gaussians included. A photo's camera carves with the photo's own silhouette; a render's
+  pinholes are filled rather than bored through, and cavities no camera can see into are filled.
+  `smoothed` (Taubin's filter, which keeps the volume) can follow.
 """
 
 from __future__ import annotations

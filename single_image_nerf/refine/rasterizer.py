@@ -2,7 +2,7 @@
 
 `rasterize` takes the arguments of `gsplat.rasterization` (unpacked mode) and returns the same triple
 `(render_colors [C,H,W,X], render_alphas [C,H,W,1], meta)`. Every tensor must be on the means' device (checked, one
-line otherwise). On CUDA tensors it calls `gsplat.rasterization`.
+line otherwise). On CUDA tensors it calls `gsplat.rasterization` (save for the median depth, see RENDER_MODES).
 On any other device gsplat's CUDA kernels are missing, so it uses gsplat's own pure-torch projection, covariance and
 spherical-harmonics code (`gsplat/cuda/_torch_impl.py`) and composites every pixel front to back in dense torch,
 reproducing the CUDA kernel's rules: pixel centres at +0.5, 3-sigma radii and tile-aligned footprints, alpha clamped
