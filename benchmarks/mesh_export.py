@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import oracle_recovery as oracle  # noqa: E402  (the benchmark whose runs this one exports)
 
 
-
 def written_files(path: Path):
     """The files an export to `path` writes (an OBJ brings its MTL and texture image; nothing else of the stem,
     which an earlier export in another format may have left)."""
     return [path, path.with_suffix(".mtl"), path.with_suffix(".png")] if path.suffix == ".obj" else [path]
+
 
 def train_args(object_name: str, device: str, steps: int, refine_steps: int) -> argparse.Namespace:
     """oracle_recovery's options for `--object OBJ --steps 300 --size 64 --photo-size 512 --novel-resolution 64

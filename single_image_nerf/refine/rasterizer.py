@@ -286,12 +286,13 @@ def _composite_tiles(
     after = torch.cumprod(1.0 - a, dim=-1)
     before = torch.cat([torch.ones_like(after[..., :1]), after[..., :-1]], dim=-1)
     weights = a * before * (after > TRANSMITTANCE_MIN).to(a.dtype)
-    colour = torch.einsum("tpk,tkd->tpd", weights, values[ids])
+    slot_values = values[ids]  # [T, K, D]
+    colour = torch.einsum("tpk,tkd->tpd", weights, slot_values)
     alpha = weights.sum(dim=-1, keepdim=True)
     if median:
         crossed = after <= 1.0 - MEDIAN_OPACITY
         first = crossed.to(torch.int8).argmax(dim=-1, keepdim=True)  # the first Gaussian that crosses
-        depth = torch.gather(values[ids][..., -1][:, None, :].expand_as(a), -1, first)
+        depth = torch.gather(slot_values[..., -1][:, None, :].expand_as(a), -1, first)
         colour = torch.cat([colour[..., :-1], torch.where(crossed.any(-1, keepdim=True), depth * alpha,
                                                            colour[..., -1:])], dim=-1)
     return colour, alpha
