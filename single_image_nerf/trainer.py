@@ -167,8 +167,9 @@ class SingleImageTrainer(Trainer):
         writer.GLOBAL_BUFFER["max_iter"] = total
         writer.GLOBAL_BUFFER.setdefault("step", max(self._start_step - 1, 0))
         stage = "refine" if hasattr(self.pipeline.model, "gauss_params") else "coarse"
-        CONSOLE.print(f"[bold]{self.config.method_name}: {stage} stage, training to step {total}[/bold] (step, time "
-                      f"per step and ETA are printed every {self.config.logging.steps_per_log} steps)")
+        progress = (f" (step, time per step and ETA are printed every {self.config.logging.steps_per_log} steps)"
+                    if self.config.logging.local_writer.enable else "")
+        CONSOLE.print(f"[bold]{self.config.method_name}: {stage} stage, training to step {total}[/bold]{progress}")
         if hasattr(self.pipeline.config, "recipe_summary"):
             CONSOLE.print(self.pipeline.config.recipe_summary(), soft_wrap=True, highlight=False)
         self.viewer_panel = None
