@@ -74,7 +74,7 @@ def fused_depth(views: Union[Views, Sequence[Views]], aabb: np.ndarray, resoluti
     # the nearest silhouette's edge (the object fills each silhouette), which keeps the zero crossing on the edge.
     distance = np.where(carved > 0, carved, np.maximum(fused, -rim))
     distance = without_cavities(distance.reshape((resolution,) * 3), truncation)
-    grid = DensityGrid(values=(-distance).reshape((resolution,) * 3).astype(np.float32), aabb=box.astype(np.float32))
+    grid = DensityGrid(values=(-distance).astype(np.float32), aabb=box.astype(np.float32))
     return extract_surface(grid, 0.0)
 
 
